@@ -1,0 +1,33 @@
+"""ablate: ablation studies for PyTorch.
+
+Define a :class:`Study` in Python, train every variant with fixed seeds (``ablate run``), compare
+the runs in MLflow and write a markdown report with honest statistics (``ablate report``).
+
+``import ablate`` is light: it loads the study definition only. torch, MLflow, Ray and the
+plotting stack load when the part that needs them is used.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from ablate.study import Study, StudyError, Trial, Variant, load_study
+
+__version__ = "0.1.0"
+
+__all__ = ["Study", "StudyError", "Trial", "Variant", "load_study", "results", "history",
+           "Diverged", "__version__"]
+
+_LAZY = {
+    "results": ("ablate.track", "results"),
+    "history": ("ablate.track", "history"),
+    "Diverged": ("ablate.train.run", "Diverged"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        return getattr(import_module(module), attr)
+    raise AttributeError(f"module 'ablate' has no attribute {name!r}")

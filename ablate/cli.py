@@ -1,0 +1,130 @@
+"""The ``ablate`` command: plan, run, report, ui.
+
+Exit codes (a contract): 0 every trial finished or diverged; 1 some trial failed; 2 invalid
+study, usage or environment (nothing was trained); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ablate.study import Study, StudyError, load_study, parse_override, short_names
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """Bad command-line input or environment, reported with exit code 2."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (StudyError, UsageError) as exc:
+        print(f"ablate {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        print(f"\nablate {args.command}: interrupted.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ablate",
+        description="Ablation studies for PyTorch: plan, train (logged to MLflow), report.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def study_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("study_file", metavar="STUDY.py", help="a Python file defining a Study")
+        p.add_argument("--study", metavar="NAME", help="which study, if the file defines several")
+        p.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a base setting (a Python literal), e.g. --set train.epochs=2",
+        )
+        p.add_argument("--seeds", type=_positive_int, metavar="N", help="use seeds 0..N-1")
+
+    p = sub.add_parser("plan", help="print the variants and trials; trains nothing")
+    study_args(p)
+    p.set_defaults(func=cmd_plan)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def load(args: argparse.Namespace) -> Study:
+    """The study named on the command line, with --set and --seeds applied and validated."""
+    overrides: dict[str, Any] = dict(parse_override(o) for o in args.overrides)
+    return load_study(args.study_file, args.study, overrides, args.seeds)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    study = load(args)
+    _check_models(study)
+    print_plan(study)
+    return EXIT_OK
+
+
+def _check_models(study: Study) -> None:
+    if study.uses_builtin_loop:
+        from ablate.train.build import check_models
+
+        check_models(study)
+
+
+def print_plan(study: Study) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    names = short_names(study.factors)
+    table = Table(title=f"study {study.name!r}: {study.design} design", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("variant")
+    table.add_column("label")
+    for key in study.factors:
+        table.add_column(names[key])
+    for i, v in enumerate(study.variants):
+        cells = [_cell(v.levels[k], v.levels[k] != study.baseline[k]) for k in study.factors]
+        table.add_row(str(i), v.id, v.label, *cells)
+    console = Console(width=max(100, Console().width))
+    console.print(table)
+    n_var, n_seeds = len(study.variants), len(study.seeds)
+    console.print(
+        f"{n_var} variant{'s' * (n_var != 1)} x {n_seeds} seed{'s' * (n_seeds != 1)} "
+        f"{list(study.seeds)} = {n_var * n_seeds} trials; metric {study.metric} ({study.mode})"
+    )
+    if study.resolution is not None:
+        console.print(f"fractional design of resolution {_roman(study.resolution)}; aliases:")
+        for effect, aliased in study.aliases.items():
+            console.print(f"  {effect} = {' = '.join(aliased)}", highlight=False)
+
+
+def _cell(value: Any, changed: bool) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    text = text.replace("[", "\\[")
+    return f"[bold]{text}[/bold]" if changed else text
+
+
+def _roman(n: int) -> str:
+    return {3: "III", 4: "IV", 5: "V", 6: "VI"}.get(n, str(n))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
