@@ -56,7 +56,25 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="print the variants and trials; trains nothing")
     study_args(p)
     p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("run", help="train every pending trial and log it to MLflow")
+    study_args(p)
+    tracking_arg(p)
+    p.add_argument("--checkpoint-dir", metavar="DIR",
+                   help="where trials keep checkpoints (default: $ABLATE_CHECKPOINT_DIR or "
+                        "./.ablate/checkpoints)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="show which trials would run and which are done; train nothing")
+    p.add_argument("--executor", choices=["local"], default="local",
+                   help="where trials run (default: in this process)")
+    p.set_defaults(func=cmd_run)
     return parser
+
+
+def tracking_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", metavar="URI",
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's "
+                        "default, a local sqlite file)")
 
 
 def _positive_int(text: str) -> int:
@@ -82,6 +100,55 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    study = load(args)
+    _check_models(study)
+    from ablate.execute import EnvironmentProblem, checkpoint_root, run_study
+    from ablate.track import Tracker, TrackingError, quiet_mlflow
+
+    with quiet_mlflow():
+        try:
+            tracker = Tracker(args.tracking_uri)
+            tracker.check()
+            root = checkpoint_root(args.checkpoint_dir)
+        except (TrackingError, EnvironmentProblem) as exc:
+            raise UsageError(str(exc)) from None
+        if args.dry_run:
+            return _dry_run(study, tracker)
+        from ablate.progress import StudyProgress
+
+        with StudyProgress(study) as progress:
+            runs, outcomes = run_study(
+                study,
+                tracker=tracker,
+                root=root,
+                on_trial_start=progress.trial_started,
+                on_trial_end=progress.trial_ended,
+                on_log=progress.logged,
+            )
+        table = tracker.results(study)
+    from ablate.progress import print_summary
+
+    print_summary(study, table, outcomes, runs, tracker.uri)
+    return EXIT_FAILED if (table["status"] == "failed").any() else EXIT_OK
+
+
+def _dry_run(study: Study, tracker: Any) -> int:
+    print_plan(study)
+    runs = tracker.find_study(study)
+    done = tracker.trial_records(runs) if runs is not None else {}
+    pending = [t for t in study.trials
+               if done.get((t.variant.id, t.seed)) is None
+               or done[(t.variant.id, t.seed)].status not in ("finished", "diverged")]
+    print(f"dry run: {len(study.trials) - len(pending)} trials done, {len(pending)} would run "
+          f"(tracking store {tracker.uri}); nothing was trained.")
+    for t in pending:
+        record = done.get((t.variant.id, t.seed))
+        state = f"{record.status}, resumes" if record else "new"
+        print(f"  {t.variant.label} seed {t.seed} ({t.key}): {state}")
+    return EXIT_OK
+
+
 def _check_models(study: Study) -> None:
     if study.uses_builtin_loop:
         from ablate.train.build import check_models
@@ -97,13 +164,13 @@ def print_plan(study: Study) -> None:
     table = Table(title=f"study {study.name!r}: {study.design} design", title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("variant")
-    table.add_column("label")
+    table.add_column("label", overflow="fold")
     for key in study.factors:
         table.add_column(names[key])
     for i, v in enumerate(study.variants):
         cells = [_cell(v.levels[k], v.levels[k] != study.baseline[k]) for k in study.factors]
         table.add_row(str(i), v.id, v.label, *cells)
-    console = Console(width=max(100, Console().width))
+    console = Console() if Console().is_terminal else Console(width=200)
     console.print(table)
     n_var, n_seeds = len(study.variants), len(study.seeds)
     console.print(

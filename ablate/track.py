@@ -1,0 +1,349 @@
+"""MLflow: the only module that imports it.
+
+Layout (a contract, see README "How it works"):
+
+* experiment = study name, tagged ``mlflow.experimentKind=custom_model_development`` so MLflow's
+  UI opens on the runs table;
+* one parent run per study (tag ``ablate.role=study``);
+* one nested child run per trial (tag ``ablate.role=trial``) with tags ``ablate.study``,
+  ``ablate.variant``, ``ablate.label``, ``ablate.seed``, ``ablate.status``, ``ablate.baseline``;
+  params = every resolved config key; per-epoch metrics with ``step=epoch``; summary metrics
+  ``final_<metric>``, ``best_<metric>``, ``n_params``, ``flops_per_sample``, ``train_seconds``,
+  ``peak_mem_mb``, ``epochs``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlflow.entities import Metric, Param, RunTag, ViewType
+from mlflow.tracking import MlflowClient
+
+from ablate.study import Study, Trial
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+STATUSES = ("finished", "diverged", "failed", "running")
+_MLFLOW_STATUS = {"finished": "FINISHED", "diverged": "FINISHED", "failed": "FAILED"}
+_PARAM_BATCH = 100  # MLflow accepts at most 100 params per log_batch
+SUMMARY = ("n_params", "flops_per_sample", "train_seconds", "peak_mem_mb", "epochs")
+
+
+class TrackingError(RuntimeError):
+    """The tracking store can't be used; nothing was trained."""
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    run_id: str
+    status: str
+
+
+@dataclass(frozen=True)
+class StudyRuns:
+    experiment_id: str
+    parent_run_id: str
+
+
+def resolve_uri(uri: str | None) -> str:
+    """``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else MLflow's default."""
+    import mlflow
+
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+
+
+class Tracker:
+    """Reads and writes one study's runs in one tracking store."""
+
+    def __init__(self, uri: str | None = None) -> None:
+        self.uri = resolve_uri(uri)
+        self.client = MlflowClient(tracking_uri=self.uri)
+
+    # ----------------------------------------------------------------------------- setup
+    def check(self, timeout: float = 10.0) -> None:
+        """Fail fast (one try, short timeout) if the store can't be reached or opened."""
+        if self.uri.startswith("sqlite:///"):
+            folder = Path(self.uri[len("sqlite:///"):]).parent
+            if not folder.is_dir():
+                raise TrackingError(
+                    f"tracking store {self.uri!r}: folder {str(folder)!r} does not exist. Fix: "
+                    f"create it, or pass another --tracking-uri."
+                )
+        saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+                                                 "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(timeout))
+        try:
+            self.client.search_experiments(max_results=1)
+        except Exception as exc:
+            raise TrackingError(
+                f"can't reach the MLflow tracking store {self.uri!r}: "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}. Fix: start the tracking "
+                f"server or pass a reachable --tracking-uri (or unset MLFLOW_TRACKING_URI to use "
+                f"the local sqlite default). Nothing was trained."
+            ) from None
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def find_study(self, study: Study) -> StudyRuns | None:
+        """The experiment and parent run of a study, or None if it never ran."""
+        exp = self.client.get_experiment_by_name(study.name)
+        if exp is None or exp.lifecycle_stage != "active":
+            return None
+        parents = self._search(exp.experiment_id, "tags.`ablate.role` = 'study'")
+        if not parents:
+            return None
+        return StudyRuns(exp.experiment_id, parents[0].info.run_id)
+
+    def setup_study(self, study: Study) -> StudyRuns:
+        """Get or create the experiment and the study's parent run (call under a lock)."""
+        exp = self.client.get_experiment_by_name(study.name)
+        if exp is not None and exp.lifecycle_stage != "active":
+            self.client.restore_experiment(exp.experiment_id)
+        if exp is None:
+            exp_id = self.client.create_experiment(
+                study.name,
+                tags={"mlflow.experimentKind": "custom_model_development",
+                      "ablate.study": study.name},
+            )
+        else:
+            exp_id = exp.experiment_id
+            self.client.set_experiment_tag(exp_id, "mlflow.experimentKind",
+                                           "custom_model_development")
+        found = self.find_study(study)
+        if found is not None:
+            parent_id = found.parent_run_id
+            self.client.update_run(parent_id, status="RUNNING")
+        else:
+            parent_id = self.client.create_run(exp_id, run_name=study.name, tags={
+                "ablate.role": "study",
+                "ablate.study": study.name,
+            }).info.run_id
+        self.client.log_batch(parent_id, tags=[
+            RunTag("ablate.design", study.design),
+            RunTag("ablate.metric", study.metric),
+            RunTag("ablate.mode", study.mode),
+            RunTag("ablate.factors", _dumps(study.factors)[:5000]),
+            RunTag("ablate.seeds", _dumps(list(study.seeds))),
+            RunTag("ablate.n_trials", str(len(study.trials))),
+            RunTag("ablate.source", str(study.source or "")),
+        ])
+        return StudyRuns(exp_id, parent_id)
+
+    def finish_study(self, runs: StudyRuns, complete: bool) -> None:
+        self.client.set_terminated(runs.parent_run_id, "FINISHED" if complete else "KILLED")
+
+    # ----------------------------------------------------------------------------- trials
+    def trial_records(self, runs: StudyRuns) -> dict[tuple[str, int], TrialRecord]:
+        """Every trial run of the study: (variant id, seed) -> run id and status."""
+        records: dict[tuple[str, int], TrialRecord] = {}
+        flt = f"tags.`mlflow.parentRunId` = '{runs.parent_run_id}'"
+        for run in self._search(runs.experiment_id, flt):
+            tags = run.data.tags
+            if tags.get("ablate.role") != "trial":
+                continue
+            key = (tags["ablate.variant"], int(tags["ablate.seed"]))
+            records.setdefault(key, TrialRecord(run.info.run_id, tags.get("ablate.status", "")))
+        return records
+
+    def trial_record(self, runs: StudyRuns, trial: Trial) -> TrialRecord | None:
+        flt = (f"tags.`mlflow.parentRunId` = '{runs.parent_run_id}' and "
+               f"tags.`ablate.variant` = '{trial.variant.id}' and "
+               f"tags.`ablate.seed` = '{trial.seed}'")
+        found = self._search(runs.experiment_id, flt)
+        if not found:
+            return None
+        run = found[0]
+        return TrialRecord(run.info.run_id, run.data.tags.get("ablate.status", ""))
+
+    def start_trial(self, study: Study, runs: StudyRuns, trial: Trial) -> str:
+        """Create the trial's child run with its tags and params; returns the run id."""
+        v = trial.variant
+        run = self.client.create_run(
+            runs.experiment_id,
+            run_name=f"{v.label} s{trial.seed}",
+            tags={
+                "mlflow.parentRunId": runs.parent_run_id,
+                "ablate.role": "trial",
+                "ablate.study": study.name,
+                "ablate.variant": v.id,
+                "ablate.label": v.label,
+                "ablate.seed": str(trial.seed),
+                "ablate.status": "running",
+                "ablate.baseline": "true" if v.baseline else "false",
+                "ablate.levels": _dumps(v.levels)[:5000],
+            },
+        )
+        params = [Param(k, _param(val)) for k, val in sorted(v.config.items())]
+        params.append(Param("seed", str(trial.seed)))
+        for i in range(0, len(params), _PARAM_BATCH):
+            self.client.log_batch(run.info.run_id, params=params[i:i + _PARAM_BATCH])
+        return run.info.run_id
+
+    def resume_trial(self, run_id: str) -> int:
+        """Mark a trial run running again; returns the last step already logged (-1 if none)."""
+        self.client.update_run(run_id, status="RUNNING")
+        self.client.set_tag(run_id, "ablate.status", "running")
+        keys = [k for k in self.client.get_run(run_id).data.metrics
+                if k not in SUMMARY and not k.startswith(("final_", "best_"))]
+        if not keys:
+            return -1
+        return max(m.step for m in self.client.get_metric_history(run_id, keys[0]))
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()]
+        )
+
+    def log_artifact(self, run_id: str, path: Path, folder: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), folder)
+
+    def end_trial(
+        self, run_id: str, status: str, summary: Mapping[str, float], error: str | None = None
+    ) -> None:
+        """Log summary metrics, the status tag (and traceback), and close the run."""
+        now = int(time.time() * 1000)
+        tags = [RunTag("ablate.status", status)]
+        if error:
+            tags.append(RunTag("ablate.error", error.strip().splitlines()[-1][:500]))
+        self.client.log_batch(
+            run_id, metrics=[Metric(k, float(v), now, 0) for k, v in summary.items()], tags=tags
+        )
+        if error:
+            self.client.log_text(run_id, error, "traceback.txt")
+        self.client.set_terminated(run_id, _MLFLOW_STATUS[status])
+
+    def interrupt_trial(self, run_id: str) -> None:
+        """Ctrl-C: the run stays ``ablate.status=running`` (resumable) and is marked KILLED."""
+        self.client.set_terminated(run_id, "KILLED")
+
+    # ----------------------------------------------------------------------------- reading
+    def _search(self, experiment_id: str, flt: str) -> list[Any]:
+        out: list[Any] = []
+        token = None
+        while True:
+            page = self.client.search_runs([experiment_id], flt, ViewType.ACTIVE_ONLY,
+                                           max_results=1000, page_token=token)
+            out.extend(page)
+            token = page.token
+            if not token:
+                return out
+
+    def results(self, study: Study) -> pd.DataFrame:
+        """One row per trial run of the study (see :func:`results`)."""
+        import pandas as pd
+
+        runs = self.find_study(study)
+        columns = ["run_id", "variant", "label", "baseline", "seed", "status", *study.factors,
+                   "final", "best", "n_params", "flops_per_sample", "train_seconds",
+                   "peak_mem_mb", "epochs", "error"]
+        if runs is None:
+            return pd.DataFrame(columns=columns)
+        flt = f"tags.`mlflow.parentRunId` = '{runs.parent_run_id}'"
+        rows = []
+        for run in self._search(runs.experiment_id, flt):
+            tags, metrics = run.data.tags, run.data.metrics
+            if tags.get("ablate.role") != "trial":
+                continue
+            levels = json.loads(tags.get("ablate.levels", "{}"))
+            rows.append({
+                "run_id": run.info.run_id,
+                "variant": tags["ablate.variant"],
+                "label": tags.get("ablate.label", ""),
+                "baseline": tags.get("ablate.baseline") == "true",
+                "seed": int(tags["ablate.seed"]),
+                "status": tags.get("ablate.status", ""),
+                **{k: _level(levels.get(k)) for k in study.factors},
+                "final": metrics.get(f"final_{study.metric}", float("nan")),
+                "best": metrics.get(f"best_{study.metric}", float("nan")),
+                **{k: metrics.get(k, float("nan")) for k in SUMMARY},
+                "error": tags.get("ablate.error", ""),
+            })
+        df = pd.DataFrame(rows, columns=columns)
+        order = {v.id: i for i, v in enumerate(study.variants)}
+        df["_order"] = df["variant"].map(order).fillna(len(order))
+        return df.sort_values(["_order", "seed"]).drop(columns="_order").reset_index(drop=True)
+
+    def history(self, study: Study, keys: list[str] | None = None) -> pd.DataFrame:
+        """Per-epoch metrics of every trial run, long format."""
+        import pandas as pd
+
+        table = self.results(study)
+        rows = []
+        skip = {f"final_{study.metric}", f"best_{study.metric}", *SUMMARY}
+        for rec in table.itertuples():
+            run = self.client.get_run(rec.run_id)
+            for key in run.data.metrics:
+                if key in skip or (keys is not None and key not in keys):
+                    continue
+                for m in self.client.get_metric_history(rec.run_id, key):
+                    rows.append((rec.run_id, rec.variant, rec.label, rec.seed, key, m.step,
+                                 m.value))
+        return pd.DataFrame(rows, columns=["run_id", "variant", "label", "seed", "key", "step",
+                                           "value"])
+
+
+def results(study: Study, tracking_uri: str | None = None) -> pd.DataFrame:
+    """One row per trial of ``study`` read from MLflow alone.
+
+    Columns: ``run_id``, ``variant``, ``label``, ``baseline``, ``seed``, ``status``, one column
+    per factor (dotted key), ``final`` and ``best`` (the study metric), ``n_params``,
+    ``flops_per_sample``, ``train_seconds``, ``peak_mem_mb``, ``epochs``, ``error``.
+    """
+    return Tracker(tracking_uri).results(study)
+
+
+def history(study: Study, tracking_uri: str | None = None) -> pd.DataFrame:
+    """Per-epoch metrics of every trial (``run_id``, ``variant``, ``label``, ``seed``, ``key``,
+    ``step``, ``value``)."""
+    return Tracker(tracking_uri).history(study)
+
+
+def runs_url(runs: StudyRuns, host: str = "http://127.0.0.1:5000") -> str:
+    return f"{host}/#/experiments/{runs.experiment_id}/runs"
+
+
+@contextmanager
+def quiet_mlflow() -> Iterator[None]:
+    """Silence MLflow's INFO chatter (database migrations, run links) during a study."""
+    import logging
+
+    loggers = [logging.getLogger(n) for n in ("mlflow", "alembic")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=str, sort_keys=False)
+
+
+def _param(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text[:6000]
+
+
+def _level(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+__all__ = ["STATUSES", "SUMMARY", "StudyRuns", "Tracker", "TrackingError", "TrialRecord",
+           "history", "results", "runs_url"]

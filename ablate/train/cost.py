@@ -1,0 +1,51 @@
+"""Cost figures of a trial: parameters, training FLOPs per sample, peak memory."""
+
+from __future__ import annotations
+
+import copy
+import resource
+import sys
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def train_flops_per_sample(
+    model: nn.Module, x: torch.Tensor, loss_fn: torch.nn.Module, y: torch.Tensor
+) -> float:
+    """FLOPs of one forward and backward pass per sample, counted by ``FlopCounterMode``.
+
+    The count runs on a copy of the model on the ``meta`` device (no compute, no memory, no
+    change to the real model's running statistics, RNG or gradients).
+    """
+    try:
+        meta = copy.deepcopy(model).to("meta")
+    except Exception:  # e.g. a stateful model holding a graph: fall back to a real copy
+        meta = copy.deepcopy(_without_state(model))
+    device = next(meta.parameters()).device if any(True for _ in meta.parameters()) else "cpu"
+    xm, ym = x.to(device), y.to(device)
+    if hasattr(meta, "reset_state"):
+        meta.reset_state()
+    with FlopCounterMode(display=False) as counter:
+        out = meta(xm)
+        loss_fn(out.reshape(-1, out.shape[-1]) if out.dim() > 2 else out, ym.reshape(-1)).backward()
+    return counter.get_total_flops() / max(x.shape[0], 1)
+
+
+def _without_state(model: nn.Module) -> nn.Module:
+    if hasattr(model, "reset_state"):
+        model.reset_state()
+    return model
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory: allocated CUDA memory on a GPU, else the process's peak resident set."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10

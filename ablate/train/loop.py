@@ -1,0 +1,225 @@
+"""The built-in training loop for model/data studies.
+
+Per epoch: train, evaluate, log once. Metrics accumulate on the device and are read once per
+epoch (no per-step ``.item()``), so the loop costs almost nothing over a hand-written one.
+Tasks follow the data: ``classification`` (cross-entropy, accuracy) and ``language_model``
+(stateful BPTT, cross-entropy per character, bits per character and perplexity).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from ablate.study import DATA_DERIVED
+from ablate.train.cost import count_params, peak_memory_mb, train_flops_per_sample
+from ablate.train.optim import make_optimizer, make_scheduler
+from ablate.train.run import Run
+
+LN2 = math.log(2)
+
+
+def fit(
+    run: Run,
+    model_fn: Callable[..., nn.Module],
+    data_fn: Callable[..., Any],
+) -> None:
+    """Train ``model_fn(**model.*)`` on ``data_fn(**data.*)`` as ``run.config`` says."""
+    config = run.config
+    device = run.device
+    cuda = device.type == "cuda"
+    data = data_fn(**_namespace(config, "data"))
+    task = getattr(data, "task", None)
+    if task not in ("classification", "language_model"):
+        raise TypeError(
+            f"the data factory returned {type(data).__name__}, which has no task "
+            f"'classification' or 'language_model'. Fix: return ablate.data.ImageData or "
+            f"TextData, or use train=fn for other tasks."
+        )
+    channels_last = cuda and bool(config["train.channels_last"]) and task == "classification"
+    data = data.to(device, channels_last=True) if channels_last else data.to(device)
+
+    model = model_fn(**_model_kwargs(model_fn, config, data.model_kwargs)).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config, data.steps_per_epoch)
+    loss_fn = nn.CrossEntropyLoss()
+    autocast = _autocast(device, bool(config["train.bf16"]))
+
+    x0, y0 = next(iter(data.val_batches()))
+    run.summary["n_params"] = count_params(model)
+    run.summary["flops_per_sample"] = train_flops_per_sample(model, x0, loss_fn, y0)
+
+    start = 0
+    state = run.load_checkpoint()
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start = int(state["epoch"])
+
+    probe = _ActivationProbe(model) if config["train.activation_stats"] else None
+    for epoch in range(start, int(config["train.epochs"])):
+        train_loss, train_acc = _train_epoch(
+            model, data, optimizer, scheduler, loss_fn, autocast, run, epoch, config
+        )
+        metrics = {"train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"]}
+        if task == "classification":
+            metrics["train_acc"] = train_acc
+        metrics.update(_evaluate(model, data, loss_fn, autocast, task))
+        if probe is not None:
+            metrics.update(probe.measure(x0))
+        run.log(metrics, step=epoch)  # one batched call; raises Diverged on a NaN loss
+        run.save_checkpoint({
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": epoch + 1,
+        })
+    run.summary["peak_mem_mb"] = peak_memory_mb(device)
+    if config["train.keep_weights"]:
+        run.keep_weights(model.state_dict())
+
+
+def _train_epoch(model, data, optimizer, scheduler, loss_fn, autocast, run, epoch, config):
+    model.train()
+    _reset_state(model)
+    clip = config["train.grad_clip"]
+    loss_sum = torch.zeros((), device=run.device)
+    correct = torch.zeros((), device=run.device, dtype=torch.long)
+    count = 0
+    for x, y in data.train_batches(seed=run.seed, epoch=epoch):
+        with autocast():
+            out = model(x)
+            loss = loss_fn(_flat(out), y.reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip:
+            nn.utils.clip_grad_norm_(model.parameters(), float(clip))
+        optimizer.step()
+        scheduler.step()
+        n = y.numel()
+        loss_sum += loss.detach().float() * n
+        if out.dim() == 2:
+            correct += (out.detach().argmax(-1) == y).sum()
+        count += n
+    if count == 0:
+        raise ValueError("the data produced no training batches. Fix: check data.batch_size.")
+    return loss_sum / count, correct.float() / count
+
+
+@torch.no_grad()
+def _evaluate(model, data, loss_fn, autocast, task) -> dict[str, torch.Tensor]:
+    model.eval()
+    _reset_state(model)
+    loss_sum = torch.zeros((), device=data.device)
+    correct = torch.zeros((), device=data.device, dtype=torch.long)
+    count = 0
+    for x, y in data.val_batches():
+        with autocast():
+            out = model(x)
+        loss_sum += loss_fn(_flat(out).float(), y.reshape(-1)) * y.numel()
+        if task == "classification":
+            correct += (out.argmax(-1) == y).sum()
+        count += y.numel()
+    _reset_state(model)
+    val_loss = loss_sum / count
+    if task == "classification":
+        return {"val_loss": val_loss, "val_acc": correct.float() / count}
+    return {"val_loss": val_loss, "val_bpc": val_loss / LN2, "val_ppl": torch.exp(val_loss)}
+
+
+class _ActivationProbe:
+    """Mean and std of each layer's output on a fixed batch, via forward hooks.
+
+    Layers: the blocks of ``model.features`` and the classifier when the model has them (the
+    built-in ConvNet), else every Conv/Linear/recurrent leaf module. Hooks live only while
+    measuring.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        features = getattr(model, "features", None)
+        if isinstance(features, nn.Sequential):
+            layers = [(f"features.{n}", m) for n, m in features.named_children()]
+            head = getattr(model, "classifier", None)
+            layers += [("classifier", head)] if isinstance(head, nn.Module) else []
+        else:
+            kinds = (nn.modules.conv._ConvNd, nn.Linear, nn.RNNBase, nn.Embedding)
+            layers = [(n, m) for n, m in model.named_modules() if isinstance(m, kinds)]
+        self.layers = [(n, m) for n, m in layers if not isinstance(m, nn.Identity)]
+
+    @torch.no_grad()
+    def measure(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        stats: dict[str, torch.Tensor] = {}
+
+        def hook(name: str) -> Callable[..., None]:
+            def record(module: nn.Module, inputs: Any, output: Any) -> None:
+                out = output[0] if isinstance(output, tuple) else output
+                out = out.float()
+                stats[f"act_mean/{name}"] = out.mean()
+                stats[f"act_std/{name}"] = out.std()
+
+            return record
+
+        handles = [m.register_forward_hook(hook(n)) for n, m in self.layers]
+        was_training = self.model.training
+        try:
+            self.model.eval()
+            _reset_state(self.model)
+            self.model(x)
+        finally:
+            for h in handles:
+                h.remove()
+            _reset_state(self.model)
+            self.model.train(was_training)
+        return stats
+
+
+def _model_kwargs(
+    model_fn: Callable[..., nn.Module], config: Mapping[str, Any], from_data: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``model.*`` settings, plus what the data knows (classes, channels, ...) if accepted."""
+    kwargs = _namespace(config, "model")
+    try:
+        params = inspect.signature(model_fn).parameters
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    except (TypeError, ValueError):
+        params, takes_any = {}, False
+    for key, value in from_data.items():
+        if key in DATA_DERIVED and key not in kwargs and (takes_any or key in params):
+            kwargs[key] = value
+    return kwargs
+
+
+def _namespace(config: Mapping[str, Any], ns: str) -> dict[str, Any]:
+    prefix = ns + "."
+    return {k[len(prefix):]: _tuples(v) for k, v in config.items() if k.startswith(prefix)}
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _flat(out: torch.Tensor) -> torch.Tensor:
+    return out.reshape(-1, out.shape[-1]) if out.dim() > 2 else out
+
+
+def _reset_state(model: nn.Module) -> None:
+    reset = getattr(model, "reset_state", None)
+    if callable(reset):
+        reset()
+
+
+def _autocast(device: torch.device, bf16: bool) -> Callable[[], contextlib.AbstractContextManager]:
+    """A factory of fresh autocast contexts: bf16 on CUDA when enabled, else a no-op."""
+    if device.type == "cuda" and bf16:
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
