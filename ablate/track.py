@@ -65,18 +65,18 @@ class Tracker:
 
     def __init__(self, uri: str | None = None) -> None:
         self.uri = resolve_uri(uri)
-        self.client = MlflowClient(tracking_uri=self.uri)
-
-    # ----------------------------------------------------------------------------- setup
-    def check(self, timeout: float = 10.0) -> None:
-        """Fail fast (one try, short timeout) if the store can't be reached or opened."""
-        if self.uri.startswith("sqlite:///"):
+        if self.uri.startswith("sqlite:///"):  # MLflow would create the file (and folders) now
             folder = Path(self.uri[len("sqlite:///"):]).parent
             if not folder.is_dir():
                 raise TrackingError(
                     f"tracking store {self.uri!r}: folder {str(folder)!r} does not exist. Fix: "
                     f"create it, or pass another --tracking-uri."
                 )
+        self.client = MlflowClient(tracking_uri=self.uri)
+
+    # ----------------------------------------------------------------------------- setup
+    def check(self, timeout: float = 10.0) -> None:
+        """Fail fast (one try, short timeout) if the store can't be reached or opened."""
         saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES",
                                                  "MLFLOW_HTTP_REQUEST_TIMEOUT")}
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
