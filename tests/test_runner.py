@@ -122,7 +122,8 @@ def test_mlflow_layout_tags_params_and_metrics(tiny, tmp_path):
         assert tags["ablate.status"] == "finished"
         assert tags["ablate.baseline"] == ("true" if trial.variant.baseline else "false")
         assert set(r.data.params) == set(trial.variant.config) | {"seed"}
-        assert r.data.params["model.batch_norm"] == str(trial.variant.config["model.batch_norm"]).lower()
+        bn = trial.variant.config["model.batch_norm"]
+        assert r.data.params["model.batch_norm"] == str(bn).lower()
         hist = client.get_metric_history(r.info.run_id, "val_acc")
         assert sorted(m.step for m in hist) == [0, 1]
         m = r.data.metrics
@@ -182,8 +183,8 @@ def test_user_function_nan_diverges_and_exception_fails(tmp_path):
 
 def test_failed_trial_is_retried_in_the_same_run(tmp_path):
     flag = tmp_path / "fixed"
-    src = USER.replace('config["opt.mode"] == "raise" and epoch == 1',
-                       f'config["opt.mode"] == "raise" and epoch == 1 and not Path({str(flag)!r}).exists()')
+    cond = 'config["opt.mode"] == "raise" and epoch == 1'
+    src = USER.replace(cond, f"{cond} and not Path({str(flag)!r}).exists()")
     path = write(tmp_path, src, MODES=["ok", "raise"], FLAG=str(tmp_path / "flag"))
     uri, ck = uri_of(tmp_path), tmp_path / "ck"
     assert run(path, uri, ck) == 1
@@ -309,7 +310,8 @@ def test_kill_9_mid_trial_then_rerun_matches_uninterrupted(tmp_path):
 
 @pytest.mark.slow
 def test_two_concurrent_runs_train_every_trial_exactly_once(tmp_path):
-    src = USER.replace("run.save_checkpoint(", "__import__('time').sleep(0.2); run.save_checkpoint(")
+    slow = "__import__('time').sleep(0.2); run.save_checkpoint("
+    src = USER.replace("run.save_checkpoint(", slow)
     path = write(tmp_path, src, MODES=["ok", "ok2"], FLAG="x")
     uri, ck = uri_of(tmp_path), tmp_path / "ck"
     assert main(["plan", str(path)]) == 0
