@@ -1,0 +1,127 @@
+"""`ablate plan` and study-file loading: the design table, and every bad input exits 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ablate.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+GOOD = """
+from ablate import Study
+from ablate.data import digits
+from ablate.models import ConvNet
+
+study = Study("cli", model=ConvNet, data=digits,
+              config={"model.widths": (4, 8), "train.epochs": 1},
+              factors={"model.batch_norm": [True, False], "model.kernel_size": [3, 5]},
+              design="full_factorial", seeds=2)
+"""
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield
+    # plan and every rejected input write nothing: no MLflow store, no checkpoints
+    assert not (tmp_path / "mlflow.db").exists()
+    assert not (tmp_path / "mlruns").exists()
+    assert not (tmp_path / ".ablate").exists()
+
+
+def write(tmp_path: Path, text: str, name: str = "study.py") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_plan_prints_every_variant_and_the_trial_count(tmp_path, capsys):
+    assert main(["plan", str(write(tmp_path, GOOD))]) == 0
+    out = capsys.readouterr().out
+    for label in ("baseline", "kernel_size=5", "batch_norm=False", "batch_norm=False,kernel_size=5"):
+        assert f" {label} " in out
+    assert "4 variants x 2 seeds [0, 1] = 8 trials; metric val_acc (max)" in out
+
+
+def test_plan_set_and_seeds_overrides(tmp_path, capsys):
+    path = write(tmp_path, GOOD)
+    assert main(["plan", str(path), "--seeds", "5", "--set", "train.epochs=3"]) == 0
+    out = capsys.readouterr().out
+    assert "= 20 trials" in out
+    main(["plan", str(path)])
+    ids_default = capsys.readouterr().out.split("variant")[1]
+    assert ids_default != out.split("variant")[1]  # a changed setting changes every id
+
+
+def test_plan_shows_fractional_aliasing(tmp_path, capsys):
+    text = GOOD.replace('"model.kernel_size": [3, 5]}',
+                        '"model.kernel_size": [3, 5], "model.residual": [True, False]}')
+    text = text.replace('design="full_factorial"', 'design="fractional"')
+    assert main(["plan", str(write(tmp_path, text))]) == 0
+    out = capsys.readouterr().out
+    assert "resolution III" in out
+    assert "model.residual = model.batch_norm:model.kernel_size" in out
+
+
+@pytest.mark.parametrize(
+    "source,args,message",
+    [
+        (None, ["missing.py"], "study file 'missing.py' does not exist"),
+        ("x = (1,\n", [], "study.py:1: syntax error"),
+        ("import nonexistent_pkg_xyz\n", [],
+         "study.py:1: the study file raised ModuleNotFoundError"),
+        ("x = 1\n", [], "defines no Study"),
+        (GOOD + "\nother = Study('two', model=ConvNet, data=digits)\n", [],
+         "defines 2 studies (cli, two). Fix: choose one with --study NAME"),
+        (GOOD, ["--study", "clj"], "no study named 'clj'; did you mean 'cli'?"),
+        (GOOD, ["--set", "train.epoch=3"], "did you mean 'train.epochs'"),
+        (GOOD, ["--set", "model.batch_norm=False"], "is a factor"),
+        (GOOD, ["--set", "train.lr=[0.1"], "is not a Python literal"),
+        (GOOD, ["--set", "model.widths=(4, 8)", "--set", "data.batch_size={1: object}"],
+         "is not a Python literal"),
+        (GOOD.replace('"model.kernel_size": [3, 5]', '"model.kernel_size": [3, 4]'), [],
+         "variant 'kernel_size=4' ("),
+        (GOOD.replace('"model.batch_norm"', '"model.batchnorm"'), [],
+         "study.py:6: invalid study: factor key 'model.batchnorm' is not accepted by ConvNet; "
+         "did you mean 'model.batch_norm'?"),
+        (GOOD.replace("seeds=2", "seeds=-1"), [], "at least one seed"),
+    ],
+)
+def test_bad_inputs_exit_2_with_the_fix(tmp_path, capsys, source, args, message):
+    path = write(tmp_path, source) if source is not None else Path(args.pop(0))
+    assert main(["plan", str(path), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert err.startswith("ablate plan: error: ")
+
+
+def test_usage_errors_exit_2(tmp_path, capsys):
+    path = write(tmp_path, GOOD)
+    for argv in (["plan"], ["plan", str(path), "--seeds", "0"], ["run", str(path), "--executor",
+                                                                 "slurm"], ["frobnicate"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+    assert "invalid choice: 'slurm'" in capsys.readouterr().err
+
+
+def test_import_ablate_is_light():
+    code = ("import sys, ablate; heavy = [m for m in ('torch', 'mlflow', 'ray', 'seaborn', "
+            "'optuna', 'pandas', 'matplotlib') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_console_script_plans_the_quick_study():
+    exe = Path(sys.executable).with_name("ablate")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "ablate.cli"]
+    out = subprocess.run([*cmd, "plan", str(ROOT / "studies" / "quick.py")], capture_output=True,
+                         text=True, check=True)
+    assert "16 variants x 3 seeds [0, 1, 2] = 48 trials" in out.stdout
