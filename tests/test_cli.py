@@ -45,7 +45,8 @@ def write(tmp_path: Path, text: str, name: str = "study.py") -> Path:
 def test_plan_prints_every_variant_and_the_trial_count(tmp_path, capsys):
     assert main(["plan", str(write(tmp_path, GOOD))]) == 0
     out = capsys.readouterr().out
-    for label in ("baseline", "kernel_size=5", "batch_norm=False", "batch_norm=False,kernel_size=5"):
+    labels = ("baseline", "kernel_size=5", "batch_norm=False", "batch_norm=False,kernel_size=5")
+    for label in labels:
         assert f" {label} " in out
     assert "4 variants x 2 seeds [0, 1] = 8 trials; metric val_acc (max)" in out
 

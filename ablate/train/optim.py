@@ -16,8 +16,9 @@ SCHEDULES = ("constant", "sgdr", "onecycle")
 def layer_groups(model: nn.Module, n: int) -> list[list[nn.Parameter]]:
     """Split the model's parameters into ``n`` contiguous groups, input side first.
 
-    A model may define ``layer_groups()`` itself (like fast.ai's models); otherwise its top-level
-    children are split into ``n`` runs of roughly equal parameter count.
+    A model may define ``layer_groups()`` itself (like fast.ai's models); otherwise its layers
+    (modules that own parameters, in definition order) are split into ``n`` runs of nearly equal
+    length.
     """
     custom = getattr(model, "layer_groups", None)
     if callable(custom):
@@ -26,21 +27,13 @@ def layer_groups(model: nn.Module, n: int) -> list[list[nn.Parameter]]:
             raise ValueError(f"train.layer_lrs has {n} multipliers but the model defines "
                              f"{len(groups)} layer groups. Fix: give {len(groups)} multipliers.")
         return groups
-    children = [list(c.parameters()) for c in model.children()]
-    children = [c for c in children if c] or [list(model.parameters())]
-    if n > len(children):
+    layers = [list(m.parameters(recurse=False)) for m in model.modules()]
+    layers = [p for p in layers if p]
+    if n > len(layers):
         raise ValueError(f"train.layer_lrs has {n} multipliers but the model has only "
-                         f"{len(children)} top-level parts. Fix: give at most {len(children)}.")
-    total = sum(p.numel() for c in children for p in c)
-    groups: list[list[nn.Parameter]] = [[] for _ in range(n)]
-    seen = 0
-    for i, params in enumerate(children):
-        # the group of a child: by cumulative share of parameters, but never leave a group empty
-        share = int(n * seen / total) if total else 0
-        index = max(min(share, n - 1), n - (len(children) - i)) if i >= len(children) - n else share
-        groups[min(index, n - 1)].extend(params)
-        seen += sum(p.numel() for p in params)
-    return groups
+                         f"{len(layers)} layers with parameters. Fix: give at most {len(layers)}.")
+    bounds = [round(i * len(layers) / n) for i in range(n + 1)]
+    return [[p for layer in layers[a:b] for p in layer] for a, b in zip(bounds, bounds[1:])]
 
 
 def make_optimizer(model: nn.Module, config: Mapping[str, Any]) -> torch.optim.Optimizer:

@@ -1,0 +1,36 @@
+"""Turn per-trial study results into statistics, figures and a markdown report.
+
+Importing this package loads pandas and scipy only; statsmodels, optuna, seaborn and matplotlib
+are imported inside the functions that need them.
+"""
+
+from ablate.report.markdown import write_report
+from ablate.report.plots import (
+    activation_plot,
+    cost_plot,
+    forest_plot,
+    importance_plot,
+    interaction_heatmap,
+    learning_curves,
+    seed_plot,
+)
+from ablate.report.spec import ReportSpec
+from ablate.report.stats import compare, factorial_effects, importance, summarize
+from ablate.report.validation import planted_effect_figures
+
+__all__ = [
+    "ReportSpec",
+    "activation_plot",
+    "compare",
+    "cost_plot",
+    "factorial_effects",
+    "forest_plot",
+    "importance",
+    "importance_plot",
+    "interaction_heatmap",
+    "learning_curves",
+    "planted_effect_figures",
+    "seed_plot",
+    "summarize",
+    "write_report",
+]

@@ -1,0 +1,218 @@
+import re
+import subprocess
+import sys
+from itertools import product
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ablate.report import (
+    ReportSpec,
+    activation_plot,
+    compare,
+    cost_plot,
+    forest_plot,
+    importance_plot,
+    interaction_heatmap,
+    learning_curves,
+    seed_plot,
+    write_report,
+)
+from ablate.report.markdown import escape, format_number, format_p
+
+FACTORS = {
+    "model.batch_norm": [True, False],
+    "model.kernel_size": [3, 5],
+    "model.pool": ["max", "avg"],
+    "optim.lr": [0.1, 0.01],
+}
+INJECTION = "<script>alert('x')</script>|pipe"
+PNGS = ["forest", "learning_curves", "seeds", "interactions", "importance", "cost", "activations"]
+
+
+def make_study(factors=FACTORS, n_seeds=3, design="full_factorial", seed=0):
+    """Synthetic study: results (one row per trial), history (per-epoch metrics) and its spec."""
+    rng = np.random.default_rng(seed)
+    keys = list(factors)
+    rows, history = [], []
+    for i, levels in enumerate(product(*factors.values())):
+        config = dict(zip(keys, levels))
+        changed = [f"{k.split('.')[-1]}={v}" for k, v in config.items() if v != factors[k][0]]
+        label = ",".join(changed) or "baseline"
+        bn = config.get("model.batch_norm", True)
+        quality = 0.8 + 0.05 * bn - 0.02 * (config.get("model.kernel_size") == 5)
+        for s in range(n_seeds):
+            run = f"v{i}-s{s}"
+            final = quality + rng.normal(0, 0.01)
+            rows.append(
+                {
+                    "run_id": run,
+                    "variant": f"v{i:02d}",
+                    "label": label,
+                    "baseline": i == 0,
+                    "seed": s,
+                    "status": "finished",
+                    **config,
+                    "final": final,
+                    "best": final + 0.005,
+                    "n_params": 50_000 * (1 + i % 3),
+                    "flops_per_sample": 1e6,
+                    "train_seconds": 30.0 + i + rng.normal(0, 1),
+                    "epochs": 4,
+                }
+            )
+            for step in range(4):
+                history.append(
+                    (run, f"v{i:02d}", label, s, "val_acc", step, final - 0.1 * (3 - step))
+                )
+                for depth, layer in enumerate(["conv1", "conv2", "fc"]):
+                    scale = 1.0 if bn else 3.0**depth
+                    history.append(
+                        (
+                            run,
+                            f"v{i:02d}",
+                            label,
+                            s,
+                            f"act_std/{layer}",
+                            step,
+                            scale * (1 + rng.uniform(0, 0.1)),
+                        )
+                    )
+    spec = ReportSpec(
+        name="cnn <b>study</b>",
+        metric="val_acc",
+        mode="max",
+        design=design,
+        factors=factors,
+        baseline={k: v[0] for k, v in factors.items()},
+        seeds=list(range(n_seeds)),
+        n_variants=len(rows) // n_seeds,
+        command="ablate run studies/cnn.yaml",
+        environment={"torch": "2.5.0", "device": "cpu"},
+        mlflow={
+            "tracking_uri": "sqlite:///mlflow.db",
+            "experiment_id": "7",
+            "parent_run_id": "abc123",
+        },
+    )
+    history = pd.DataFrame(
+        history, columns=["run_id", "variant", "label", "seed", "key", "step", "value"]
+    )
+    return pd.DataFrame(rows), history, spec
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    results, history, spec = make_study()
+    results.loc[results["variant"] == "v15", "label"] = INJECTION
+    results = results[~((results["variant"] == "v03") & (results["seed"] == 2))]  # missing
+    results.loc[(results["variant"] == "v05") & (results["seed"] == 1), "status"] = "running"
+    diverged = (results["variant"] == "v06") & (results["seed"] == 0)
+    results.loc[diverged, ["status", "final"]] = ["diverged", np.nan]
+    out = tmp_path_factory.mktemp("report")
+    cams = out.parent / "cams.png"
+    cams.write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    samples = {"baseline": "a cat sat", INJECTION: "```\nnot closed"}
+    path = write_report(results, history, spec, out, samples=samples, cams=cams)
+    return path, results, spec
+
+
+def table_row(text, label):
+    def first_cell(line):
+        return re.split(r"(?<!\\)\|", line)[1].strip()
+
+    return next(line for line in text.splitlines()
+                if line.startswith("|") and first_cell(line) == escape(label))
+
+
+def test_every_plot_writes_a_png(report):
+    path, _, _ = report
+    for name in PNGS:
+        png = path.parent / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+        assert f"]({name}.png)" in path.read_text()
+    assert (path.parent / "cams.png").exists() and "](cams.png)" in path.read_text()
+
+
+def test_plots_return_none_when_not_applicable(tmp_path):
+    results, history, spec = make_study({"model.batch_norm": [True, False]}, design="explicit")
+    no_cost = results.assign(n_params=np.nan, train_seconds=np.nan)
+    assert forest_plot(compare(results, spec).iloc[:0], spec, tmp_path / "a.png") is None
+    assert learning_curves(history[history["key"] != "val_acc"], spec, tmp_path / "b.png") is None
+    assert activation_plot(history[history["key"] == "val_acc"], spec, tmp_path / "c.png") is None
+    assert interaction_heatmap(results, spec, tmp_path / "d.png") is None
+    assert importance_plot(pd.Series(dtype=float), spec, tmp_path / "e.png") is None
+    assert cost_plot(no_cost, spec, tmp_path / "f.png") is None
+    assert seed_plot(results.assign(status="failed"), spec, tmp_path / "g.png") is None
+    assert not list(tmp_path.iterdir())
+
+
+def test_report_numbers_match_compare(report):
+    path, results, spec = report
+    text = path.read_text()
+    comparison = compare(results, spec)
+    assert len(comparison) == 15
+    for _, row in comparison.iterrows():
+        line = table_row(text, row["label"])
+        assert format_number(row["diff"], signed=True) in line
+        assert format_p(row["p_holm"]) in line
+        assert row["verdict"] in line
+    assert text.index("## Conclusion") < text.index("## Figures") < text.index("## Methods")
+    for heading in ("## Factorial analysis", "## Factor importance", "## Reproduce"):
+        assert heading in text
+    assert "Holm" in text and "t-interval" in text and "g_z = J·d_z" in text
+
+
+def test_report_states_partial_study(report):
+    text = report[0].read_text()
+    assert "**45 of 48 trials finished**; 1 diverged, 2 running/missing." in text
+
+
+def test_report_escapes_user_text(report):
+    text = report[0].read_text()
+    assert "<script>" not in text and "<b>" not in text
+    assert "&lt;script&gt;" in text and "&lt;b&gt;study&lt;/b&gt;" in text
+    for block in re.split(r"\n\s*\n", text):  # every table keeps its column count
+        lines = [line for line in block.splitlines() if line.startswith("|")]
+        widths = {len(re.findall(r"(?<!\\)\|", line)) for line in lines}
+        assert len(widths) <= 1, block
+    assert "````text\n```\nnot closed\n````" in text  # fence outlasts backticks in the sample
+
+
+def test_report_provenance(report):
+    text = report[0].read_text()
+    assert "ablate run studies/cnn.yaml" in text
+    for value in ("abc123", "sqlite:///mlflow.db", "2.5.0"):
+        assert escape(value) in text
+
+
+def test_results_csv_round_trips(report):
+    path, results, _ = report
+    back = pd.read_csv(path.parent / "results.csv")
+    assert len(back) == len(results) and list(back.columns) == list(results.columns)
+    assert back["run_id"].tolist() == results["run_id"].tolist()
+    assert np.allclose(back["final"], results["final"], equal_nan=True)
+
+
+def test_one_variant_study(tmp_path):
+    results, history, spec = make_study({"model.batch_norm": [True]}, design="explicit")
+    text = write_report(results, history, spec, tmp_path).read_text()
+    assert "nothing to compare" in text and (tmp_path / "seeds.png").exists()
+    assert not (tmp_path / "forest.png").exists()
+
+
+def test_all_diverged_variant(tmp_path):
+    results, history, spec = make_study(
+        {"model.batch_norm": [True, False], "model.pool": ["max"]}, design="one_at_a_time"
+    )
+    results.loc[results["variant"] == "v01", ["status", "final"]] = ["diverged", np.nan]
+    text = write_report(results, history, spec, tmp_path).read_text()
+    assert "all diverged" in table_row(text, "batch_norm=False")
+    assert "0/3 (3 diverged)" in text
+
+
+def test_import_does_not_load_plotting_libraries():
+    code = "import sys, ablate.report; print(sorted({'matplotlib', 'seaborn'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
