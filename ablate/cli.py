@@ -7,8 +7,12 @@ study, usage or environment (nothing was trained); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ablate.study import Study, StudyError, load_study, parse_override, short_names
@@ -68,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", choices=["local"], default="local",
                    help="where trials run (default: in this process)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="write reports/<study>/report.md, figures and results.csv")
+    study_args(p)
+    tracking_arg(p)
+    p.add_argument("--out", metavar="DIR", help="output folder (default: reports/<study>)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 
@@ -131,6 +141,87 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     print_summary(study, table, outcomes, runs, tracker.uri)
     return EXIT_FAILED if (table["status"] == "failed").any() else EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    study = load(args)
+    from ablate.track import Tracker, TrackingError, quiet_mlflow
+
+    with quiet_mlflow():
+        try:
+            tracker = Tracker(args.tracking_uri)
+            tracker.check()
+        except TrackingError as exc:
+            raise UsageError(str(exc)) from None
+        runs = tracker.find_study(study)
+        results = tracker.results(study) if runs is not None else None
+        if runs is None or results is None or results.empty:
+            raise UsageError(
+                f"study {study.name!r} has no runs in {tracker.uri} yet. Fix: run "
+                f"`ablate run {args.study_file}` first (with the same --tracking-uri)."
+            )
+        from ablate.report import spec_from_study, write_report
+
+        history = tracker.history(study)
+        samples = _samples(study, tracker, results)
+        spec = spec_from_study(
+            study,
+            command=_reproduce(args),
+            environment=_environment(study, results),
+            mlflow={"tracking URI": tracker.uri, "experiment id": runs.experiment_id,
+                    "study (parent) run id": runs.parent_run_id},
+        )
+        out = Path(args.out or Path("reports") / study.name)
+        path = write_report(results, history, spec, out, samples=samples)
+        tracker.log_report(runs, out)
+    print(f"report: {path} ({len(results)} trial runs; figures and results.csv beside it; also "
+          f"logged to the study's MLflow run {runs.parent_run_id})")
+    return EXIT_OK
+
+
+def _samples(study: Study, tracker: Any, results: Any) -> dict[str, str] | None:
+    """The last generated text of each variant's first finished seed (language models)."""
+    samples = {}
+    for v in study.variants:
+        rows = results[(results["variant"] == v.id) & (results["status"] != "failed")]
+        if len(rows):
+            text = tracker.last_text(rows.iloc[0]["run_id"], "samples")
+            if text is not None:
+                samples[v.label] = text
+    return samples or None
+
+
+def _reproduce(args: argparse.Namespace) -> str:
+    extra = "".join(f" --study {args.study}" for _ in [0] if args.study)
+    extra += "".join(f" --set {shlex.quote(o)}" for o in args.overrides)
+    extra += f" --seeds {args.seeds}" if args.seeds else ""
+    uri = f" --tracking-uri {shlex.quote(args.tracking_uri)}" if args.tracking_uri else ""
+    return (f"ablate run {args.study_file}{extra}{uri}\n"
+            f"ablate report {args.study_file}{extra}{uri}")
+
+
+def _environment(study: Study, results: Any) -> dict[str, str]:
+    import platform
+
+    import torch
+
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpu count": str(os.cpu_count()),
+        "devices used": ", ".join(sorted({d for d in results["device"] if d})) or "unknown",
+    }
+    if study.source:
+        folder = Path(study.source).resolve().parent
+        commit = subprocess.run(["git", "-C", str(folder), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True)
+        if commit.returncode == 0:
+            dirty = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--",
+                                    str(Path(study.source).resolve())],
+                                   capture_output=True, text=True).stdout.strip()
+            env["git commit"] = commit.stdout.strip() + (" (study file modified)" if dirty else "")
+    return env
 
 
 def _dry_run(study: Study, tracker: Any) -> int:

@@ -106,6 +106,7 @@ def run_trial(
         run = None
         try:
             run = _make_run(study, trial, tracker, run_id, root, logged_through, on_log)
+            tracker.set_tags(run_id, {"ablate.device": str(run.device)})
             status, error = _train(study, run), None
         except MetricMissing as exc:
             tracker.end_trial(run_id, "failed", run.final_summary() if run else {}, str(exc))

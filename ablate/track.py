@@ -202,6 +202,24 @@ class Tracker:
             return -1
         return max(m.step for m in self.client.get_metric_history(run_id, keys[0]))
 
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def last_text(self, run_id: str, folder: str) -> str | None:
+        """The last (by name) text artifact under ``folder`` of a run, or None."""
+        files = sorted(f.path for f in self.client.list_artifacts(run_id, folder) if not f.is_dir)
+        if not files:
+            return None
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            local = self.client.download_artifacts(run_id, files[-1], tmp)
+            return Path(local).read_text(encoding="utf-8", errors="replace")
+
+    def log_report(self, runs: StudyRuns, folder: Path) -> None:
+        """Attach the report folder to the study's parent run (artifact path ``report``)."""
+        self.client.log_artifacts(runs.parent_run_id, str(folder), "report")
+
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
         now = int(time.time() * 1000)
         self.client.log_batch(
@@ -249,7 +267,7 @@ class Tracker:
         runs = self.find_study(study)
         columns = ["run_id", "variant", "label", "baseline", "seed", "status", *study.factors,
                    "final", "best", "n_params", "flops_per_sample", "train_seconds",
-                   "peak_mem_mb", "epochs", "error"]
+                   "peak_mem_mb", "epochs", "device", "error"]
         if runs is None:
             return pd.DataFrame(columns=columns)
         flt = f"tags.`mlflow.parentRunId` = '{runs.parent_run_id}'"
@@ -270,6 +288,7 @@ class Tracker:
                 "final": metrics.get(f"final_{study.metric}", float("nan")),
                 "best": metrics.get(f"best_{study.metric}", float("nan")),
                 **{k: metrics.get(k, float("nan")) for k in SUMMARY},
+                "device": tags.get("ablate.device", ""),
                 "error": tags.get("ablate.error", ""),
             })
         df = pd.DataFrame(rows, columns=columns)

@@ -14,7 +14,7 @@ from ablate.report.plots import (
     learning_curves,
     seed_plot,
 )
-from ablate.report.spec import ReportSpec
+from ablate.report.spec import ReportSpec, spec_from_study
 from ablate.report.stats import compare, factorial_effects, importance, summarize
 from ablate.report.validation import planted_effect_figures
 
@@ -31,6 +31,7 @@ __all__ = [
     "learning_curves",
     "planted_effect_figures",
     "seed_plot",
+    "spec_from_study",
     "summarize",
     "write_report",
 ]

@@ -335,6 +335,8 @@ def write_report(
         f"{escape(spec.design)} · {spec.n_variants} variants × {len(spec.seeds)} seeds.",
         "",
     ]
+    if spec.command:
+        lines += ["Produced by:", "", _fence(spec.command, "sh"), ""]
     status = _status_line(summary, spec)
     if status:
         lines += [status, ""]

@@ -25,3 +25,27 @@ class ReportSpec:
     def n_planned(self) -> int:
         """Trials the study plans: every variant on every seed."""
         return self.n_variants * len(self.seeds)
+
+
+def spec_from_study(
+    study: Any,
+    *,
+    command: str = "",
+    environment: dict[str, str] | None = None,
+    mlflow: dict[str, str] | None = None,
+) -> ReportSpec:
+    """The reporter's view of an :class:`ablate.Study`."""
+    return ReportSpec(
+        name=study.name,
+        metric=study.metric,
+        mode=study.mode,
+        design=study.design,
+        factors={k: list(v) for k, v in study.factors.items()},
+        baseline=dict(study.baseline),
+        seeds=list(study.seeds),
+        n_variants=len(study.variants),
+        aliases=dict(study.aliases),
+        command=command,
+        environment=dict(environment or {}),
+        mlflow=dict(mlflow or {}),
+    )

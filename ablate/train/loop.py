@@ -77,6 +77,8 @@ def fit(
         if probe is not None:
             metrics.update(probe.measure(x0))
         run.log(metrics, step=epoch)  # one batched call; raises Diverged on a NaN loss
+        if task == "language_model" and hasattr(model, "generate"):
+            run.log_text(_sample(model, data), f"samples/epoch_{epoch:03d}.txt")
         run.save_checkpoint({
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -181,6 +183,17 @@ class _ActivationProbe:
             _reset_state(self.model)
             self.model.train(was_training)
         return stats
+
+
+SAMPLE_CHARS = 300
+
+
+def _sample(model: nn.Module, data: Any) -> str:
+    """Text generated from a fixed prompt with a fixed seed, so epochs and variants compare."""
+    prompt = data.val[:40]
+    generator = torch.Generator(device=prompt.device).manual_seed(0)
+    ids = model.generate(prompt, SAMPLE_CHARS, generator=generator)
+    return data.decode(prompt) + data.decode(ids)
 
 
 def _model_kwargs(
