@@ -78,6 +78,13 @@ def _parser() -> argparse.ArgumentParser:
     tracking_arg(p)
     p.add_argument("--out", metavar="DIR", help="output folder (default: reports/<study>)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("ui", help="start the MLflow UI on the tracking store (127.0.0.1 only)")
+    tracking_arg(p)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=cmd_ui)
     return parser
 
 
@@ -177,6 +184,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(f"report: {path} ({len(results)} trial runs; figures and results.csv beside it; also "
           f"logged to the study's MLflow run {runs.parent_run_id})")
     return EXIT_OK
+
+
+def ui_command(uri: str, host: str, port: int) -> list[str]:
+    """The ``mlflow ui`` command line for a store."""
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host,
+            "--port", str(port)]
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from ablate.track import resolve_uri
+
+    uri = resolve_uri(args.tracking_uri)
+    if "://" not in uri or uri.startswith(("http://", "https://")):
+        raise UsageError(f"ablate ui serves a local store (sqlite:/// or file:), not {uri!r}. "
+                         f"Fix: open that tracking server's own UI instead.")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"ablate ui: warning: binding to {args.host} exposes every run in {uri} to the "
+              f"network WITHOUT authentication. Prefer the default 127.0.0.1 with an SSH tunnel, "
+              f"or put an authenticating proxy in front.", file=sys.stderr)
+    print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C to stop)")
+    return subprocess.call(ui_command(uri, args.host, args.port))
 
 
 def _samples(study: Study, tracker: Any, results: Any) -> dict[str, str] | None:

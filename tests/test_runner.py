@@ -331,3 +331,21 @@ def test_two_concurrent_runs_train_every_trial_exactly_once(tmp_path):
     for r in runs:  # each trial's epochs were logged once: trained by one process only
         assert sorted(m.step for m in client.get_metric_history(r.info.run_id, "score")) == [
             0, 1, 2, 3]
+
+
+def test_kept_weights_are_a_state_dict_artifact(tiny, tmp_path):
+    import torch
+
+    from ablate.models import ConvNet
+
+    uri = uri_of(tmp_path)
+    assert run(tiny, uri, tmp_path / "ck", "--set", "train.keep_weights=True") == 0
+    client = MlflowClient(uri)
+    for r in trial_runs(uri, "tiny"):
+        dst = tmp_path / r.info.run_id
+        dst.mkdir()
+        local = client.download_artifacts(r.info.run_id, "weights.pt", str(dst))
+        state = torch.load(local, weights_only=True)
+        bn = r.data.params["model.batch_norm"] == "true"
+        model = ConvNet(widths=(4, 8), in_channels=1, image_size=8, batch_norm=bn)
+        model.load_state_dict(state)  # strict: exactly the trained model's parameters

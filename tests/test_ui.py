@@ -1,0 +1,51 @@
+"""`ablate ui`: a real MLflow UI on 127.0.0.1, and a warning before exposing it."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from ablate import cli
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ui_serves_the_store_on_loopback(tmp_path):
+    port = free_port()
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    proc = subprocess.Popen([sys.executable, "-m", "ablate.cli", "ui", "--tracking-uri", uri,
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline, status = time.time() + 90, None
+        while time.time() < deadline and status is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                    status = r.status
+            except OSError:
+                time.sleep(0.5)
+        assert status == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_ui_warns_before_binding_beyond_loopback(tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(cli.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    assert cli.main(["ui", "--tracking-uri", uri]) == 0
+    assert calls[-1][calls[-1].index("--host") + 1] == "127.0.0.1"
+    assert "WITHOUT authentication" not in capsys.readouterr().err
+    assert cli.main(["ui", "--tracking-uri", uri, "--host", "0.0.0.0"]) == 0
+    assert "WITHOUT authentication" in capsys.readouterr().err
+    assert cli.main(["ui", "--tracking-uri", "http://127.0.0.1:5000"]) == 2
