@@ -11,6 +11,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -179,7 +180,9 @@ def cmd_report(args: argparse.Namespace) -> int:
                     "study (parent) run id": runs.parent_run_id},
         )
         out = Path(args.out or Path("reports") / study.name)
-        path = write_report(results, history, spec, out, samples=samples)
+        with tempfile.TemporaryDirectory() as tmp:
+            cams = _cams(study, tracker, results, Path(tmp))
+            path = write_report(results, history, spec, out, samples=samples, cams=cams)
         tracker.log_report(runs, out)
     print(f"report: {path} ({len(results)} trial runs; figures and results.csv beside it; also "
           f"logged to the study's MLflow run {runs.parent_run_id})")
@@ -203,8 +206,24 @@ def cmd_ui(args: argparse.Namespace) -> int:
         print(f"ablate ui: warning: binding to {args.host} exposes every run in {uri} to the "
               f"network WITHOUT authentication. Prefer the default 127.0.0.1 with an SSH tunnel, "
               f"or put an authenticating proxy in front.", file=sys.stderr)
-    print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C to stop)")
-    return subprocess.call(ui_command(uri, args.host, args.port))
+    print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
+    command = ui_command(uri, args.host, args.port)
+    os.execv(command[0], command)  # mlflow takes this process over: signals reach it directly
+    return EXIT_OK  # pragma: no cover - not reached
+
+
+def _cams(study: Study, tracker: Any, results: Any, tmp: Path) -> Path | None:
+    """Class activation maps from the kept weights (``train.keep_weights``) of one seed each."""
+    if not study.uses_builtin_loop or not study.variants[0].config.get("train.keep_weights"):
+        return None
+    from ablate.report.cams import study_cams
+
+    weights: dict[str, Path | None] = {}
+    for v in study.variants:
+        rows = results[(results["variant"] == v.id) & (results["status"] == "finished")]
+        run_id = rows.sort_values("seed").iloc[0]["run_id"] if len(rows) else None
+        weights[v.label] = tracker.download(run_id, "weights.pt", tmp / v.id) if run_id else None
+    return study_cams(study, weights, tmp / "cams.png")
 
 
 def _samples(study: Study, tracker: Any, results: Any) -> dict[str, str] | None:

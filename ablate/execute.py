@@ -121,7 +121,7 @@ def run_trial(
         if run is not None and status != "failed":  # a failed trial retries from its checkpoint
             run.clear_checkpoint()
         del run
-        _free_memory()
+        _free_memory(collect=status == "failed")
         value = summary.get(f"final_{study.metric}")
         return Outcome(trial, status, run_id, value, error)
 
@@ -170,15 +170,20 @@ def _summary(run: Any) -> dict[str, float]:
     return summary
 
 
-def _free_memory() -> None:
-    gc.collect()
-    try:
-        import torch
+def _free_memory(collect: bool) -> None:
+    """Return a finished trial's memory before the next one starts.
 
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    Tensors are freed by reference counting as the trial's objects go out of scope; a full
+    ``gc.collect()`` (about 0.3 s with torch and MLflow loaded) is needed only for reference
+    cycles, e.g. an exception's traceback holding frames after a failure, and before returning
+    cached blocks to the GPU.
+    """
+    import torch
+
+    if collect or torch.cuda.is_available():
+        gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 @contextmanager

@@ -216,6 +216,15 @@ class Tracker:
             local = self.client.download_artifacts(run_id, files[-1], tmp)
             return Path(local).read_text(encoding="utf-8", errors="replace")
 
+    def download(self, run_id: str, artifact: str, folder: Path) -> Path | None:
+        """Download one artifact of a run into ``folder``; None if the run has no such file."""
+        parent = str(Path(artifact).parent) if "/" in artifact else None
+        names = {f.path for f in self.client.list_artifacts(run_id, parent)}
+        if artifact not in names:
+            return None
+        folder.mkdir(parents=True, exist_ok=True)
+        return Path(self.client.download_artifacts(run_id, artifact, str(folder)))
+
     def log_report(self, runs: StudyRuns, folder: Path) -> None:
         """Attach the report folder to the study's parent run (artifact path ``report``)."""
         self.client.log_artifacts(runs.parent_run_id, str(folder), "report")

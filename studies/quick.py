@@ -26,6 +26,7 @@ study = Study(
         "train.epochs": 3,
         "train.lr": 0.1,
         "train.schedule": "onecycle",
+        "train.keep_weights": True,  # for the report's class activation maps
     },
     factors={
         "model.batch_norm": [True, False],

@@ -111,3 +111,23 @@ def test_language_model_report_shows_text_samples(tmp_path, monkeypatch):
     text = (tmp_path / "reports" / "lm-report" / "report.md").read_text()
     assert "cell=rnn" in text
     assert text.count("to be or not to be, that is the qu") >= 2  # each variant's sample prompt
+
+
+def test_cnn_report_has_class_activation_maps(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    study = tmp_path / "cnn.py"
+    study.write_text(textwrap.dedent("""
+        from ablate import Study
+        from ablate.data import digits
+        from ablate.models import ConvNet
+        study = Study("cams", model=ConvNet, data=digits,
+                      config={"model.widths": (4, 8), "data.image_size": 8, "train.epochs": 1,
+                              "train.keep_weights": True},
+                      factors={"model.pool": ["adaptive_max", "max"]}, seeds=1)
+    """))
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    assert main(["run", str(study), "--tracking-uri", uri]) == 0
+    assert main(["report", str(study), "--tracking-uri", uri]) == 0
+    out = tmp_path / "reports" / "cams"
+    assert (out / "cams.png").read_bytes()[:4] == b"\x89PNG"
+    assert "](cams.png)" in (out / "report.md").read_text()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +26,8 @@ def test_ui_serves_the_store_on_loopback(tmp_path):
     port = free_port()
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     proc = subprocess.Popen([sys.executable, "-m", "ablate.cli", "ui", "--tracking-uri", uri,
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "--port", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline, status = time.time() + 90, None
         while time.time() < deadline and status is None:
@@ -34,14 +37,19 @@ def test_ui_serves_the_store_on_loopback(tmp_path):
             except OSError:
                 time.sleep(0.5)
         assert status == 200
-    finally:
-        proc.terminate()
+    finally:  # the UI's server and its workers form one process group
+        os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+        time.sleep(1)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def test_ui_warns_before_binding_beyond_loopback(tmp_path, monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr(cli.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.setattr(cli.os, "execv", lambda exe, cmd: calls.append(cmd))
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     assert cli.main(["ui", "--tracking-uri", uri]) == 0
     assert calls[-1][calls[-1].index("--host") + 1] == "127.0.0.1"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import resource
 import sys
+from typing import Any
 
 import torch
 from torch import nn
@@ -15,14 +16,32 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+_FLOPS: dict[tuple[Any, ...], float] = {}
+
+
 def train_flops_per_sample(
-    model: nn.Module, x: torch.Tensor, loss_fn: torch.nn.Module, y: torch.Tensor
+    model: nn.Module,
+    x: torch.Tensor,
+    loss_fn: torch.nn.Module,
+    y: torch.Tensor,
+    key: Any = None,
 ) -> float:
     """FLOPs of one forward and backward pass per sample, counted by ``FlopCounterMode``.
 
     The count runs on a copy of the model on the ``meta`` device (no compute, no memory, no
-    change to the real model's running statistics, RNG or gradients).
+    change to the real model's running statistics, RNG or gradients). With a hashable ``key``
+    (e.g. the model's config), the count is cached: every seed of a variant has the same cost.
     """
+    cache_key = None if key is None else (key, tuple(x.shape), tuple(y.shape))
+    if cache_key is not None and cache_key in _FLOPS:
+        return _FLOPS[cache_key]
+    flops = _count(model, x, loss_fn, y)
+    if cache_key is not None:
+        _FLOPS[cache_key] = flops
+    return flops
+
+
+def _count(model: nn.Module, x: torch.Tensor, loss_fn: torch.nn.Module, y: torch.Tensor) -> float:
     try:
         meta = copy.deepcopy(model).to("meta")
     except Exception:  # e.g. a stateful model holding a graph: fall back to a real copy

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ablate.study import DATA_DERIVED
+from ablate.study import DATA_DERIVED, canonical
 from ablate.train.cost import count_params, peak_memory_mb, train_flops_per_sample
 from ablate.train.optim import make_optimizer, make_scheduler
 from ablate.train.run import Run
@@ -34,7 +34,7 @@ def fit(
     config = run.config
     device = run.device
     cuda = device.type == "cuda"
-    data = data_fn(**_namespace(config, "data"))
+    data = data_fn(**factory_kwargs(config, "data"))
     task = getattr(data, "task", None)
     if task not in ("classification", "language_model"):
         raise TypeError(
@@ -45,7 +45,7 @@ def fit(
     channels_last = cuda and bool(config["train.channels_last"]) and task == "classification"
     data = data.to(device, channels_last=True) if channels_last else data.to(device)
 
-    model = model_fn(**_model_kwargs(model_fn, config, data.model_kwargs)).to(device)
+    model = model_fn(**model_kwargs(model_fn, config, data.model_kwargs)).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, config)
@@ -55,7 +55,8 @@ def fit(
 
     x0, y0 = next(iter(data.val_batches()))
     run.summary["n_params"] = count_params(model)
-    run.summary["flops_per_sample"] = train_flops_per_sample(model, x0, loss_fn, y0)
+    model_key = (model_fn, canonical(factory_kwargs(config, "model")), str(device))
+    run.summary["flops_per_sample"] = train_flops_per_sample(model, x0, loss_fn, y0, model_key)
 
     start = 0
     state = run.load_checkpoint()
@@ -196,11 +197,11 @@ def _sample(model: nn.Module, data: Any) -> str:
     return data.decode(prompt) + data.decode(ids)
 
 
-def _model_kwargs(
+def model_kwargs(
     model_fn: Callable[..., nn.Module], config: Mapping[str, Any], from_data: Mapping[str, Any]
 ) -> dict[str, Any]:
     """``model.*`` settings, plus what the data knows (classes, channels, ...) if accepted."""
-    kwargs = _namespace(config, "model")
+    kwargs = factory_kwargs(config, "model")
     try:
         params = inspect.signature(model_fn).parameters
         takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
@@ -212,7 +213,7 @@ def _model_kwargs(
     return kwargs
 
 
-def _namespace(config: Mapping[str, Any], ns: str) -> dict[str, Any]:
+def factory_kwargs(config: Mapping[str, Any], ns: str) -> dict[str, Any]:
     prefix = ns + "."
     return {k[len(prefix):]: _tuples(v) for k, v in config.items() if k.startswith(prefix)}
 

@@ -92,7 +92,7 @@ class Run:
         Steps already logged by an earlier, interrupted attempt of the same trial are not logged
         twice.
         """
-        values = {k: _to_float(v) for k, v in metrics.items()}
+        values = _to_floats(metrics)
         self.logged_keys.update(values)
         if self._first_step is None:
             self._first_step = step
@@ -231,10 +231,14 @@ def _guarded(key: str, metric: str) -> bool:
     return key == metric or "loss" in key.lower()
 
 
-def _to_float(value: Any) -> float:
-    if isinstance(value, torch.Tensor):
-        return float(value.detach().float().cpu())
-    return float(value)
+def _to_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Python floats; 0-d tensors are read from the device in one copy (one sync per epoch)."""
+    tensors = {k: v for k, v in metrics.items() if isinstance(v, torch.Tensor)}
+    read: dict[str, float] = {}
+    if tensors:
+        stacked = torch.stack([v.detach().float().reshape(()) for v in tensors.values()])
+        read = dict(zip(tensors, stacked.cpu().tolist()))
+    return {k: read[k] if k in read else float(v) for k, v in metrics.items()}
 
 
 def _rng_state() -> dict[str, Any]:
