@@ -349,3 +349,24 @@ def test_kept_weights_are_a_state_dict_artifact(tiny, tmp_path):
         bn = r.data.params["model.batch_norm"] == "true"
         model = ConvNet(widths=(4, 8), in_channels=1, image_size=8, batch_norm=bn)
         model.load_state_dict(state)  # strict: exactly the trained model's parameters
+
+
+def test_results_and_history_dataframes_come_from_mlflow(tiny, tmp_path):
+    import ablate
+
+    uri = uri_of(tmp_path)
+    study = load_study(tiny)
+    assert ablate.results(study, uri).empty  # no runs yet: an empty table, not an error
+    assert run(tiny, uri, tmp_path / "ck") == 0
+    table = ablate.results(study, uri)
+    assert len(table) == 4
+    assert list(table["label"]) == ["baseline", "baseline", "batch_norm=False", "batch_norm=False"]
+    assert list(table["seed"]) == [0, 1, 0, 1] and set(table["status"]) == {"finished"}
+    assert table["model.batch_norm"].tolist() == [True, True, False, False]
+    assert table["baseline"].tolist() == [True, True, False, False]
+    assert (table["device"] == "cpu").all() and (table["n_params"] > 0).all()
+    hist = ablate.history(study, uri)
+    acc = hist[hist["key"] == "val_acc"]
+    assert len(acc) == 4 * 2 and set(acc["step"]) == {0, 1}
+    final = acc[acc["step"] == 1].set_index("run_id")["value"]
+    assert final.to_dict() == table.set_index("run_id")["final"].to_dict()
