@@ -285,7 +285,17 @@ def _methods(summary: pd.DataFrame, comparison: pd.DataFrame, spec: ReportSpec) 
         "- **Factorial analysis:** OLS with categorical factors and seed as a block, Type II "
         "ANOVA (statsmodels); importance by Optuna's fANOVA evaluator.",
         "",
+        *_settings(spec),
     ]
+
+
+def _settings(spec: ReportSpec) -> list[str]:
+    """The base settings every variant shares (the budget: epochs, data size, model size)."""
+    shared = {k: v for k, v in spec.config.items() if k not in spec.factors}
+    if not shared:
+        return []
+    rows = [[escape(k), escape(v if isinstance(v, str) else repr(v))] for k, v in shared.items()]
+    return ["### Settings shared by every variant", "", _table(["setting", "value"], rows), ""]
 
 
 def _provenance(spec: ReportSpec, samples: dict[str, str] | None) -> list[str]:

@@ -20,6 +20,7 @@ class ReportSpec:
     command: str = ""
     environment: dict[str, str] = field(default_factory=dict)
     mlflow: dict[str, str] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)  # the baseline's resolved config
 
     @property
     def n_planned(self) -> int:
@@ -48,4 +49,5 @@ def spec_from_study(
         command=command,
         environment=dict(environment or {}),
         mlflow=dict(mlflow or {}),
+        config=dict(study.baseline_variant.config),
     )

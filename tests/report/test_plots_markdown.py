@@ -216,3 +216,15 @@ def test_import_does_not_load_plotting_libraries():
     code = "import sys, ablate.report; print(sorted({'matplotlib', 'seaborn'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_report_lists_the_shared_settings(tmp_path):
+    from dataclasses import replace
+
+    results, history, spec = make_study({"model.a": [1, 2]})
+    spec = replace(spec, config={"model.a": 1, "train.epochs": 3, "data.path": "<x>.txt"})
+    text = write_report(results, history, spec, tmp_path).read_text()
+    settings = text.split("### Settings shared by every variant")[1].split("##")[0]
+    assert re.search(r"\|\s*train\.epochs\s*\|\s*3\s*\|", settings)
+    assert "&lt;x&gt;.txt" in settings  # escaped like every user value
+    assert "model.a" not in settings  # a factor, not a shared setting

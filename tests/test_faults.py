@@ -1,0 +1,136 @@
+"""Faults a long study meets on a shared machine: signals, out-of-memory, kills at random points.
+
+Real processes, real MLflow (sqlite in a temp dir), tiny real training.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ablate.cli import main
+
+SLOW_USER = """
+import time
+from ablate import Study
+
+def train(config, run):
+    state = run.load_checkpoint() or {"epoch": 0, "value": float(run.seed)}
+    for epoch in range(state["epoch"], 6):
+        time.sleep(config["opt.pause"])
+        if config["opt.mode"] == "oom":
+            import torch
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        state["value"] += 0.25
+        run.log({"loss": 1.0 / (epoch + 1), "score": state["value"]}, step=epoch)
+        run.save_checkpoint({"epoch": epoch + 1, "value": state["value"]})
+
+study = Study("faults", train=train, config={"opt.pause": PAUSE},
+              factors={"opt.mode": MODES}, seeds=2, metric="score")
+"""
+
+
+def write(tmp_path: Path, pause: float, modes: list[str]) -> Path:
+    path = tmp_path / "faults.py"
+    path.write_text(textwrap.dedent(SLOW_USER).replace("PAUSE", repr(pause))
+                    .replace("MODES", repr(modes)))
+    return path
+
+
+def trial_runs(uri: str) -> list:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("faults")
+    return [r for r in client.search_runs([exp.experiment_id])
+            if r.data.tags.get("ablate.role") == "trial"]
+
+
+def cli(path: Path, uri: str, ck: Path) -> list[str]:
+    return [sys.executable, "-m", "ablate.cli", "run", str(path), "--tracking-uri", uri,
+            "--checkpoint-dir", str(ck)]
+
+
+def test_out_of_memory_fails_the_trial_and_the_next_one_runs(tmp_path):
+    path = write(tmp_path, 0.0, ["ok", "oom"])
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    assert main(["run", str(path), "--tracking-uri", uri, "--checkpoint-dir",
+                 str(tmp_path / "ck")]) == 1
+    runs = {(r.data.tags["ablate.label"], r.data.tags["ablate.seed"]): r for r in trial_runs(uri)}
+    assert len(runs) == 4
+    for seed in ("0", "1"):
+        oom = runs[("mode=oom", seed)]
+        assert oom.data.tags["ablate.status"] == "failed"
+        assert "OutOfMemoryError" in oom.data.tags["ablate.error"]
+        assert runs[("baseline", seed)].data.tags["ablate.status"] == "finished"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_ctrl_c_stop_cleanly_with_130_and_resume(tmp_path, sig):
+    path = write(tmp_path, 0.3, ["ok", "ok2"])
+    uri, ck = f"sqlite:///{tmp_path / 'm.db'}", tmp_path / "ck"
+    proc = subprocess.Popen(cli(path, uri, ck), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 120
+    while not list(ck.glob("faults/*/checkpoint.pt")) and time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    (stopped,) = [r for r in trial_runs(uri) if r.data.tags["ablate.status"] == "running"]
+    assert stopped.info.status == "KILLED"
+    assert main(["run", str(path), "--tracking-uri", uri, "--checkpoint-dir", str(ck)]) == 0
+    runs = trial_runs(uri)
+    assert len(runs) == 4 and stopped.info.run_id in {r.info.run_id for r in runs}
+    client = MlflowClient(uri)
+    for r in runs:
+        assert r.data.metrics["final_score"] == int(r.data.tags["ablate.seed"]) + 1.5
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "score")]
+        assert sorted(steps) == list(range(6))  # every epoch exactly once
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_points_loses_and_duplicates_nothing(tmp_path):
+    """Kill `ablate run` at seeded random delays (mid-epoch, between epochs, while writing a
+    checkpoint or logging), restart it each time; the finished study equals a clean run."""
+    path = write(tmp_path, 0.05, ["ok", "ok2"])
+    clean = f"sqlite:///{tmp_path / 'clean.db'}"
+    assert main(["run", str(path), "--tracking-uri", clean, "--checkpoint-dir",
+                 str(tmp_path / "c0")]) == 0
+    uri, ck = f"sqlite:///{tmp_path / 'm.db'}", tmp_path / "ck"
+    rng = random.Random(7)
+    kills = 0
+    for _ in range(8):
+        proc = subprocess.Popen(cli(path, uri, ck), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(rng.uniform(2.5, 5.0))  # start-up takes ~2.5 s; then a few epochs
+        if proc.poll() is not None:
+            break
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        kills += 1
+    assert kills >= 3
+    assert main(["run", str(path), "--tracking-uri", uri, "--checkpoint-dir", str(ck)]) == 0
+    runs = trial_runs(uri)
+    assert len(runs) == 4  # every trial exactly once
+    client = MlflowClient(uri)
+    reference = {(r.data.tags["ablate.variant"], r.data.tags["ablate.seed"]): r
+                 for r in trial_runs(clean)}
+    for r in runs:
+        ref = reference[(r.data.tags["ablate.variant"], r.data.tags["ablate.seed"])]
+        assert r.data.tags["ablate.status"] == "finished"
+        assert r.data.metrics["final_score"] == ref.data.metrics["final_score"]
+        history = sorted((m.step, m.value) for m in
+                         client.get_metric_history(r.info.run_id, "score"))
+        ref_history = sorted((m.step, m.value) for m in
+                             MlflowClient(clean).get_metric_history(ref.info.run_id, "score"))
+        assert history == ref_history  # nothing lost, nothing logged twice
