@@ -156,6 +156,11 @@ class Study:
         seeds: int | Sequence[int] = 3,
         metric: str = "val_acc",
         mode: Literal["max", "min"] | None = None,
+        tune: Mapping[str, Any] | None = None,
+        tune_trials: int = 20,
+        tune_epochs: int | None = None,
+        tune_config: Mapping[str, Any] | None = None,
+        tune_seed: int = 0,
     ) -> None:
         self.name = name
         self.model = model
@@ -171,12 +176,18 @@ class Study:
         self.seeds = _check_seeds(seeds)
         self.metric = metric
         self.mode = _check_mode(metric, mode)
+        self.tune = dict(tune or {})
+        self.tune_trials = tune_trials
+        self.tune_seed = tune_seed
+        self.tune_config = dict(tune_config or {})
+        self.tune_epochs = tune_epochs
         self.source: str | None = None  # the study file, set by load_study
         self._check_name()
         self._check_sources()
         self.config = self._resolve_base()
         self._check_factors()
         self.baseline = self._resolve_baseline()
+        self._check_tuning()
         self.aliases: dict[str, list[str]] = {}
         self.resolution: int | None = None
         self.variants = self._expand()
@@ -222,6 +233,11 @@ class Study:
             seeds=self.seeds if seeds is None else seeds,
             metric=self.metric,
             mode=self.mode,
+            tune=self.tune,
+            tune_trials=self.tune_trials,
+            tune_epochs=self.tune_epochs,
+            tune_config=self.tune_config,
+            tune_seed=self.tune_seed,
         )
         study.source = self.source
         return study
@@ -383,6 +399,47 @@ class Study:
                 )
         return {k: self.user_baseline.get(k, levels[0]) for k, levels in self.factors.items()}
 
+    def _check_tuning(self) -> None:
+        """``tune``: dotted key -> ``("log"|"float"|"int", low, high)`` or a list of choices."""
+        if not self.tune:
+            if self.tune_epochs is not None or self.tune_config:
+                raise StudyError("tune_epochs/tune_config are set but tune= is empty. Fix: add "
+                                 "tune={'train.lr': ('log', 1e-4, 1e-1)} or remove them.")
+            return
+        if isinstance(self.tune_trials, bool) or not isinstance(self.tune_trials, int) \
+                or self.tune_trials < 1:
+            raise StudyError(f"tune_trials={self.tune_trials!r}: give a positive number of "
+                             f"tuning trials per variant, e.g. tune_trials=20.")
+        if isinstance(self.tune_seed, bool) or not isinstance(self.tune_seed, int) \
+                or self.tune_seed < 0:
+            raise StudyError(f"tune_seed={self.tune_seed!r} is not a non-negative integer.")
+        if self.tune_epochs is not None:
+            if not self.uses_builtin_loop:
+                raise StudyError("tune_epochs sets train.epochs of the built-in loop. Fix: with "
+                                 "train=fn pass tune_config={'<your epochs key>': N}.")
+            if isinstance(self.tune_epochs, bool) or not isinstance(self.tune_epochs, int) \
+                    or self.tune_epochs < 1:
+                raise StudyError(f"tune_epochs={self.tune_epochs!r} is not a positive integer.")
+            self.tune_config = {**self.tune_config, "train.epochs": self.tune_epochs}
+        for key, value in self.tune_config.items():
+            _check_key(key, "tune_config")
+            _check_plain(value, f"tune_config[{key!r}]")
+        for key, space in self.tune.items():
+            _check_key(key, "tune")
+            if key in self.factors:
+                raise StudyError(f"tune key {key!r} is also a factor. Fix: tune a setting the "
+                                 f"factors don't vary (e.g. train.lr), or drop the factor.")
+            _check_space(key, space)
+        if self.uses_builtin_loop:
+            self._check_keys([*self.tune, *self.tune_config], "tune")
+
+    def _tuning_identity(self) -> dict[str, Any]:
+        """What the variant id must also hash when variants are tuned."""
+        if not self.tune:
+            return {}
+        return {"ablate.tune": {"space": self.tune, "trials": self.tune_trials,
+                                "config": self.tune_config, "seed": self.tune_seed}}
+
     # ------------------------------------------------------------------------------ expansion
     def _expand(self) -> list[Variant]:
         combos = self._design_combos()
@@ -493,7 +550,7 @@ class Study:
     def _variant(self, levels: Mapping[str, Any]) -> Variant:
         config = {**self.config, **levels}
         return Variant(
-            id=variant_id(config),
+            id=variant_id({**config, **self._tuning_identity()}),
             label=_label(levels, self.baseline, self.factors),
             levels=dict(levels),
             config=config,
@@ -734,6 +791,25 @@ def _check_plain(value: Any, where: str) -> None:
             f"strings, bools, None, or tuples/lists/dicts of those, so they can be logged and "
             f"hashed; pass functions and classes as model=, data= or inside train=."
         ) from None
+
+
+def _check_space(key: str, space: Any) -> None:
+    fix = (f"Fix: tune={{{key!r}: ('log', 1e-4, 1e-1)}} (or 'float'/'int' with low < high), or a "
+           f"list of choices such as [0, 1e-5, 1e-4].")
+    if isinstance(space, list):
+        if len(space) < 2:
+            raise StudyError(f"tune[{key!r}] lists {len(space)} choice(s). {fix}")
+        _check_plain(space, f"tune[{key!r}]")
+        return
+    ok = (isinstance(space, tuple) and len(space) == 3 and space[0] in ("log", "float", "int")
+          and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in space[1:])
+          and space[1] < space[2])
+    if ok and space[0] == "log" and space[1] <= 0:
+        ok = False
+    if ok and space[0] == "int" and not all(isinstance(x, int) for x in space[1:]):
+        ok = False
+    if not ok:
+        raise StudyError(f"tune[{key!r}] = {space!r} is not a search space. {fix}")
 
 
 def _check_seeds(seeds: int | Sequence[int]) -> tuple[int, ...]:
