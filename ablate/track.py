@@ -192,6 +192,55 @@ class Tracker:
             self.client.log_batch(run.info.run_id, params=params[i:i + _PARAM_BATCH])
         return run.info.run_id
 
+    def start_tuning(
+        self, study: Study, runs: StudyRuns, trial: Trial, number: int, config: Mapping[str, Any]
+    ) -> str:
+        """A child run for one tuning trial of a variant (tag ``ablate.role=tuning``)."""
+        v = trial.variant
+        run = self.client.create_run(
+            runs.experiment_id,
+            run_name=f"tune {v.label} #{number}",
+            tags={
+                "mlflow.parentRunId": runs.parent_run_id,
+                "ablate.role": "tuning",
+                "ablate.study": study.name,
+                "ablate.variant": v.id,
+                "ablate.label": v.label,
+                "ablate.tune_trial": str(number),
+                "ablate.status": "running",
+            },
+        )
+        params = [Param(k, _param(val)) for k, val in sorted(config.items())]
+        params.append(Param("seed", str(trial.seed)))
+        for i in range(0, len(params), _PARAM_BATCH):
+            self.client.log_batch(run.info.run_id, params=params[i:i + _PARAM_BATCH])
+        return run.info.run_id
+
+    def tuning(self, study: Study) -> pd.DataFrame:
+        """One row per tuning trial: variant, label, number, status, final value, tuned params."""
+        import pandas as pd
+
+        runs = self.find_study(study)
+        keys = list(study.tune)
+        columns = ["run_id", "variant", "label", "number", "status", "value", *keys]
+        if runs is None or not keys:
+            return pd.DataFrame(columns=columns)
+        flt = (f"tags.`mlflow.parentRunId` = '{runs.parent_run_id}' and "
+               f"tags.`ablate.role` = 'tuning'")
+        rows = []
+        for run in self._search(runs.experiment_id, flt):
+            tags, params = run.data.tags, run.data.params
+            rows.append({
+                "run_id": run.info.run_id,
+                "variant": tags["ablate.variant"],
+                "label": tags.get("ablate.label", ""),
+                "number": int(tags.get("ablate.tune_trial", -1)),
+                "status": tags.get("ablate.status", ""),
+                "value": run.data.metrics.get(f"final_{study.metric}", float("nan")),
+                **{k: _unparam(params[k]) if k in params else None for k in keys},
+            })
+        return pd.DataFrame(rows, columns=columns).sort_values(["variant", "number"])
+
     def resume_trial(self, run_id: str) -> int:
         """Mark a trial run running again; returns the last step already logged (-1 if none)."""
         self.client.update_run(run_id, status="RUNNING")
@@ -276,7 +325,7 @@ class Tracker:
         runs = self.find_study(study)
         columns = ["run_id", "variant", "label", "baseline", "seed", "status", *study.factors,
                    "final", "best", "n_params", "flops_per_sample", "train_seconds",
-                   "peak_mem_mb", "epochs", "device", "error"]
+                   "peak_mem_mb", "epochs", "device", "tuned", "error"]
         if runs is None:
             return pd.DataFrame(columns=columns)
         flt = f"tags.`mlflow.parentRunId` = '{runs.parent_run_id}'"
@@ -298,6 +347,7 @@ class Tracker:
                 "best": metrics.get(f"best_{study.metric}", float("nan")),
                 **{k: metrics.get(k, float("nan")) for k in SUMMARY},
                 "device": tags.get("ablate.device", ""),
+                "tuned": tags.get("ablate.tuned", ""),
                 "error": tags.get("ablate.error", ""),
             })
         df = pd.DataFrame(rows, columns=columns)
@@ -373,6 +423,14 @@ def _dumps(value: Any) -> str:
 def _param(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text[:6000]
+
+
+def _unparam(text: str) -> Any:
+    """A param's value as logged by :func:`_param` (JSON, or a plain string)."""
+    try:
+        return _level(json.loads(text))
+    except ValueError:
+        return text
 
 
 def _level(value: Any) -> Any:

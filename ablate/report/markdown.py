@@ -7,6 +7,7 @@ Everything that comes from a study file (labels, levels, names, environment valu
 from __future__ import annotations
 
 import html
+import json
 import re
 import shutil
 from pathlib import Path
@@ -103,6 +104,7 @@ def _trials(row: pd.Series, n_seeds: int) -> str:
 
 def _conclusion_table(summary, comparison, results, spec) -> str:
     changes = _changes(results, spec)
+    tuned = _tuned_values(results)
     comp = comparison.set_index("variant")
     rows = []
     for _, s in summary.iterrows():
@@ -122,6 +124,7 @@ def _conclusion_table(summary, comparison, results, spec) -> str:
                 _trials(s, len(spec.seeds)),
                 _format_count(s["n_params"]),
                 _format_seconds(s["train_seconds"]),
+                *([tuned.get(s["variant"], DASH)] if tuned else []),
             ]
         )
     header = [
@@ -135,8 +138,62 @@ def _conclusion_table(summary, comparison, results, spec) -> str:
         "Finished",
         "Params",
         "Time/trial",
+        *(["Tuned values"] if tuned else []),
     ]
     return _table(header, rows, numeric=(2, 3, 4, 5, 8, 9))
+
+
+def _tuned_values(results: pd.DataFrame) -> dict[str, str]:
+    """Variant -> the tuned settings its trials used (tag ``ablate.tuned``), formatted."""
+    if "tuned" not in results:
+        return {}
+    out = {}
+    firsts = results.dropna(subset=["tuned"]).groupby("variant")["tuned"].first()
+    for variant, text in firsts.items():
+        if text:
+            values = json.loads(text)
+            out[variant] = ", ".join(f"{escape(k)}={escape(_short(v))}" for k, v in values.items())
+    return out
+
+
+def _short(value: object) -> str:
+    return format_number(value) if isinstance(value, float) else str(value)
+
+
+def _tuning_section(tuning: pd.DataFrame | None, spec: ReportSpec) -> list[str]:
+    """Per variant: the best values its own search found, the best score, the trial counts."""
+    if tuning is None or tuning.empty or not spec.tune:
+        return []
+    keys = list(spec.tune["space"])
+    rows = []
+    for variant, group in tuning.groupby("variant", sort=False):
+        done = group[group["status"] == "finished"]
+        best = (done.loc[done["value"].idxmax() if spec.mode == "max" else done["value"].idxmin()]
+                if len(done) else None)
+        counts = group["status"].value_counts()
+        rows.append([
+            escape(group["label"].iloc[0]),
+            DASH if best is None else ", ".join(f"{escape(k)}={escape(_short(best[k]))}"
+                                                for k in keys),
+            DASH if best is None else format_number(best["value"]),
+            f"{len(group)} ({counts.get('finished', 0)} finished, "
+            f"{counts.get('diverged', 0)} pruned, {counts.get('failed', 0)} failed)",
+        ])
+    space = "; ".join(f"{escape(k)}: {escape(v)}" for k, v in spec.tune["space"].items())
+    settings = ", ".join(f"{escape(k)}={escape(v)}" for k, v in spec.tune["config"].items())
+    return [
+        "## Tuning",
+        "",
+        f"Each variant got its own search with the same budget: {spec.tune['trials']} tuning "
+        f"trials of Optuna's TPE sampler (seeded, seed {spec.tune['seed']}) over {space}"
+        + (f", trained with {settings}" if settings else "")
+        + f", scored on the final {escape(spec.metric)}; tuning trials whose loss became NaN or "
+        "infinite were pruned. Each variant's seeds were then trained with its best values.",
+        "",
+        _table(["Variant", "Best values", f"Best {escape(spec.metric)}", "Tuning trials"], rows,
+               numeric=(2,)),
+        "",
+    ]
 
 
 def _verdict_bullets(comparison: pd.DataFrame, spec: ReportSpec) -> list[str]:
@@ -323,6 +380,7 @@ def write_report(
     *,
     samples: dict[str, str] | None = None,
     cams: Path | None = None,
+    tuning: pd.DataFrame | None = None,
 ) -> Path:
     """Write ``report.md``, its PNG figures and ``results.csv`` (one row per trial) to ``out_dir``.
 
@@ -352,6 +410,7 @@ def write_report(
         lines += [status, ""]
     lines += ["## Conclusion", "", _conclusion_table(summary, comparison, results, spec), ""]
     lines += _verdict_bullets(comparison, spec) + [""]
+    lines += _tuning_section(tuning, spec)
     figures = _figures(results, history, spec, comparison, scores, out_dir, cams)
     if figures:
         lines += ["## Figures", "", "\n\n".join(figures), ""]

@@ -21,6 +21,7 @@ class ReportSpec:
     environment: dict[str, str] = field(default_factory=dict)
     mlflow: dict[str, str] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)  # the baseline's resolved config
+    tune: dict[str, Any] = field(default_factory=dict)  # space, trials, config, seed (if tuned)
 
     @property
     def n_planned(self) -> int:
@@ -50,4 +51,6 @@ def spec_from_study(
         environment=dict(environment or {}),
         mlflow=dict(mlflow or {}),
         config=dict(study.baseline_variant.config),
+        tune={"space": dict(study.tune), "trials": study.tune_trials,
+              "config": dict(study.tune_config), "seed": study.tune_seed} if study.tune else {},
     )
