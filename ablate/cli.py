@@ -70,8 +70,26 @@ def _parser() -> argparse.ArgumentParser:
                         "./.ablate/checkpoints)")
     p.add_argument("--dry-run", action="store_true",
                    help="show which trials would run and which are done; train nothing")
-    p.add_argument("--executor", choices=["local"], default="local",
-                   help="where trials run (default: in this process)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="where trials run: local (default) trains them one after another in "
+                        "this process; ray runs each as a Ray task, in parallel "
+                        "(pip install 'ablate-studies[ray]')")
+    ray = p.add_argument_group("with --executor ray")
+    ray.add_argument("--address", metavar="ADDR",
+                     help="an existing Ray cluster: auto, ray://HOST:10001 or HOST:6379 "
+                          "(default: $RAY_ADDRESS, else start a local Ray instance sized to "
+                          "this machine)")
+    ray.add_argument("--cpus-per-trial", type=_positive_int, metavar="N",
+                     help="CPU cores per trial, also torch's thread count in it (default 1)")
+    ray.add_argument("--gpus-per-trial", type=_gpus, metavar="G",
+                     help="GPUs per trial, fractions share a GPU, e.g. 0.5 (default: 1 if the "
+                          "cluster has GPUs, else 0)")
+    ray.add_argument("--max-parallel", type=_positive_int, metavar="K",
+                     help="at most K trials at once (default: as many as the resources allow)")
+    ray.add_argument("--allow-local-storage", action="store_true",
+                     help="with --address: accept a sqlite/file tracking store and a "
+                          "checkpoint directory that is not on shared storage (for a cluster "
+                          "whose workers all run on this machine)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="write reports/<study>/report.md, figures and results.csv")
@@ -105,6 +123,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _gpus(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a number of GPUs (0 or more)")
+    return value
+
+
 def load(args: argparse.Namespace) -> Study:
     """The study named on the command line, with --set and --seeds applied and validated."""
     overrides: dict[str, Any] = dict(parse_override(o) for o in args.overrides)
@@ -122,10 +150,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     study = load(args)
     _check_models(study)
     from ablate.execute import EnvironmentProblem, checkpoint_root, run_study
-    from ablate.track import Tracker, TrackingError, quiet_mlflow
+    from ablate.track import Tracker, TrackingError, quiet_mlflow, resolve_uri
 
+    ray_options = _ray_options(args)
     with quiet_mlflow():
         try:
+            if ray_options is not None:  # before anything is written or started
+                from ablate.execute import check_address, check_cluster_storage, require_ray
+
+                require_ray()
+                check_cluster_storage(ray_options.address, resolve_uri(args.tracking_uri),
+                                      args.checkpoint_dir, ray_options.allow_local_storage)
+                check_address(ray_options.address)
             tracker = Tracker(args.tracking_uri)
             tracker.check()
             root = checkpoint_root(args.checkpoint_dir)
@@ -136,19 +172,51 @@ def cmd_run(args: argparse.Namespace) -> int:
         from ablate.progress import StudyProgress
 
         with StudyProgress(study) as progress:
-            runs, outcomes = run_study(
-                study,
-                tracker=tracker,
-                root=root,
-                on_trial_start=progress.trial_started,
-                on_trial_end=progress.trial_ended,
-                on_log=progress.logged,
-            )
+            if ray_options is None:
+                runs, outcomes = run_study(
+                    study,
+                    tracker=tracker,
+                    root=root,
+                    on_trial_start=progress.trial_started,
+                    on_trial_end=progress.trial_ended,
+                    on_log=progress.logged,
+                )
+            else:
+                from ablate.execute import StudyFile, run_study_ray
+
+                overrides = dict(parse_override(o) for o in args.overrides)
+                source = StudyFile.of(args.study_file, args.study, overrides, args.seeds)
+                try:
+                    runs, outcomes = run_study_ray(study, tracker=tracker, root=root,
+                                                   source=source, options=ray_options,
+                                                   on_trial_end=progress.trial_ended)
+                except EnvironmentProblem as exc:
+                    raise UsageError(str(exc)) from None
         table = tracker.results(study)
     from ablate.progress import print_summary
 
     print_summary(study, table, outcomes, runs, tracker.uri)
-    return EXIT_FAILED if (table["status"] == "failed").any() else EXIT_OK
+    failed = (table["status"] == "failed").any() or any(o.status == "failed" for o in outcomes)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _ray_options(args: argparse.Namespace) -> Any:
+    """RayOptions for --executor ray (None for local); Ray flags without it are an error."""
+    flags = {"--address": args.address, "--cpus-per-trial": args.cpus_per_trial,
+             "--gpus-per-trial": args.gpus_per_trial, "--max-parallel": args.max_parallel,
+             "--allow-local-storage": args.allow_local_storage or None}
+    if args.executor != "ray":
+        given = [k for k, v in flags.items() if v is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} only applies to --executor ray. Fix: add "
+                             f"--executor ray, or drop {'them' if len(given) > 1 else 'it'}.")
+        return None
+    from ablate.execute import RayOptions
+
+    address = args.address or os.environ.get("RAY_ADDRESS") or None
+    return RayOptions(address=address, cpus_per_trial=args.cpus_per_trial or 1,
+                      gpus_per_trial=args.gpus_per_trial, max_parallel=args.max_parallel,
+                      allow_local_storage=args.allow_local_storage)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

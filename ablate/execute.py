@@ -1,9 +1,12 @@
-"""Run a study's pending trials: in this process, in the study's order.
+"""Run a study's pending trials: in this process, in the study's order, or as Ray tasks.
 
 For each trial: take its lock (two ``ablate run`` on one machine never train the same trial at
 once), look it up in MLflow (finished and diverged trials are skipped; failed ones retried; a
 ``running`` one whose process died is resumed from its checkpoint in the same MLflow run),
 seed, train, and record the status. One trial's exception never stops the study.
+
+:func:`run_study` trains in this process; :func:`run_study_ray` submits one Ray task per pending
+trial (``ablate run --executor ray``). Ray is imported only by the latter.
 """
 
 from __future__ import annotations
@@ -11,13 +14,16 @@ from __future__ import annotations
 import fcntl
 import gc
 import os
+import re
 import signal
 import traceback
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
+from urllib.parse import urlparse
 
 from ablate.study import Study, Trial
 from ablate.track import StudyRuns, Tracker
@@ -40,12 +46,17 @@ class Outcome:
     error: str | None = None
 
 
-def checkpoint_root(path: str | os.PathLike[str] | None = None) -> Path:
+def checkpoint_path(path: str | os.PathLike[str] | None = None) -> Path:
     """``--checkpoint-dir``, else ``ABLATE_CHECKPOINT_DIR``, else ``./.ablate/checkpoints``."""
-    root = Path(path or os.environ.get("ABLATE_CHECKPOINT_DIR") or DEFAULT_CHECKPOINT_DIR)
+    return Path(path or os.environ.get("ABLATE_CHECKPOINT_DIR") or DEFAULT_CHECKPOINT_DIR)
+
+
+def checkpoint_root(path: str | os.PathLike[str] | None = None) -> Path:
+    """:func:`checkpoint_path`, created and checked to be writable."""
+    root = checkpoint_path(path)
     try:
         root.mkdir(parents=True, exist_ok=True)
-        probe = root / ".write-test"
+        probe = root / f".write-test-{os.getpid()}"  # unique: Ray workers probe at once
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
@@ -89,8 +100,13 @@ def run_trial(
     root: Path,
     *,
     on_log: Callable[[dict[str, float], int], None] | None = None,
+    device: str | None = None,
 ) -> Outcome:
-    """Train one trial unless it is done or another process holds it."""
+    """Train one trial unless it is done or another process holds it.
+
+    ``device`` overrides the trial's ``train.device`` (the Ray executor runs an ``auto`` trial
+    that was given no GPU on the CPU).
+    """
     from ablate.train.run import MetricMissing
 
     with file_lock(root / study.name / f"{trial.key}.lock", blocking=False) as mine:
@@ -105,7 +121,7 @@ def run_trial(
             run_id, logged_through = record.run_id, tracker.resume_trial(record.run_id)
         run = None
         try:
-            run = _make_run(study, trial, tracker, run_id, root, logged_through, on_log)
+            run = _make_run(study, trial, tracker, run_id, root, logged_through, on_log, device)
             tracker.set_tags(run_id, {"ablate.device": str(run.device)})
             status, error = _train(study, run), None
         except MetricMissing as exc:
@@ -126,11 +142,11 @@ def run_trial(
         return Outcome(trial, status, run_id, value, error)
 
 
-def _make_run(study, trial, tracker, run_id, root, logged_through, on_log):
+def _make_run(study, trial, tracker, run_id, root, logged_through, on_log, device=None):
     from ablate.train.run import Run, resolve_device, seed_everything, set_determinism
 
     config = trial.variant.config
-    device = resolve_device(str(config.get("train.device", "auto")))
+    device = resolve_device(device or str(config.get("train.device", "auto")))
     set_determinism(bool(config.get("train.deterministic", True)), device)
     seed_everything(trial.seed)
     return Run(
@@ -235,3 +251,459 @@ def run_study(
         finally:
             tracker.finish_study(runs, complete)
     return runs, outcomes
+
+
+# ================================================================================ Ray executor
+RAY_INSTALL = "pip install 'ablate-studies[ray]'"
+MAX_RETRIES = 3  # times a trial whose worker process died is resumed (from its checkpoint)
+CANCEL_WAIT_S = 30.0  # after Ctrl-C: how long to wait for cancelled tasks to end
+
+# Filesystems that are certainly private to one machine (a checkpoint directory on one of these
+# can't be read by a retry on another node). Anything else (nfs, lustre, gpfs, fuse...) passes.
+_LOCAL_FS = frozenset({
+    "ext2", "ext3", "ext4", "xfs", "btrfs", "bcachefs", "zfs", "f2fs", "jfs", "reiserfs",
+    "tmpfs", "ramfs", "devtmpfs", "overlay", "squashfs", "vfat", "exfat", "ntfs", "ntfs3",
+    "apfs", "hfs", "hfsplus", "fuse.fuse-overlayfs",
+})
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How ``ablate run --executor ray`` runs the trials."""
+
+    address: str | None = None  # an existing cluster (auto, ray://host:10001); None: local
+    cpus_per_trial: int = 1  # Ray CPUs per task, and torch's thread count in the task
+    gpus_per_trial: float | None = None  # None: 1 if the cluster has GPUs (and the trial's
+    # train.device is not cpu/mps), else 0; fractions share a GPU
+    max_parallel: int | None = None  # most trials in flight; None: as many as resources allow
+    allow_local_storage: bool = False  # accept a local store/checkpoints with an --address
+    max_retries: int = MAX_RETRIES
+
+
+@dataclass(frozen=True)
+class StudyFile:
+    """What a Ray worker needs to load the study itself.
+
+    A :class:`Study` is never pickled: its functions live in a module only the driver imported.
+    The worker imports the file again (``load_study``) with the same ``--study``, ``--set`` and
+    ``--seeds``. If the file is not at the same path on the worker's node, or was edited since
+    the run started, the worker loads the text the driver read instead.
+    """
+
+    path: str
+    name: str | None = None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    seeds: int | Sequence[int] | None = None
+    text: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        path: str | os.PathLike[str],
+        name: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        seeds: int | Sequence[int] | None = None,
+    ) -> StudyFile:
+        resolved = Path(path).resolve()
+        return cls(str(resolved), name, dict(overrides or {}), seeds,
+                   resolved.read_text(encoding="utf-8"))
+
+    def load(self) -> Study:
+        from ablate.study import load_study
+
+        path = Path(self.path)
+        if self.text is not None and not (path.is_file() and _read(path) == self.text):
+            import hashlib
+            import tempfile
+
+            digest = hashlib.sha256(self.text.encode()).hexdigest()[:16]
+            folder = Path(tempfile.gettempdir()) / f"ablate-study-{digest}"
+            folder.mkdir(exist_ok=True)
+            path = folder / Path(self.path).name
+            if not path.is_file() or _read(path) != self.text:
+                path.write_text(self.text, encoding="utf-8")
+        study = load_study(path, self.name, self.overrides, self.seeds)
+        study.source = self.path
+        return study
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+class TrialResult(NamedTuple):
+    """What a Ray task sends back: small and picklable."""
+
+    status: str  # an Outcome status, or "study-error" / "environment-error" (stop the study)
+    run_id: str | None = None
+    value: float | None = None
+    error: str | None = None
+
+
+def ray_trial(
+    source: StudyFile, key: str, uri: str, root: str, runs: StudyRuns, threads: int,
+    gpus: float = 0.0,
+) -> TrialResult:
+    """The body of one Ray task: load the study, train trial ``key`` with :func:`run_trial`.
+
+    The worker logs its trial's child run straight to the tracking store. An exception inside
+    the trial is recorded by ``run_trial`` (status ``failed``); a study or environment problem
+    (the study metric never logged, an unwritable checkpoint directory, an unreachable store) is
+    returned so that the driver stops the study as the in-process executor does.
+    """
+    import torch
+
+    from ablate.study import StudyError
+    from ablate.track import Tracker, TrackingError, quiet_mlflow
+
+    torch.set_num_threads(threads)
+    with quiet_mlflow():
+        try:
+            study = source.load()
+            trial = next((t for t in study.trials if t.key == key), None)
+            if trial is None:
+                raise StudyError(
+                    f"trial {key} is not in {source.path} as a Ray worker loaded it (the study "
+                    f"file or its imports differ on that node). Fix: make the same study file "
+                    f"and packages available on every node."
+                )
+            # Ray hides no GPU from a task given none: train.device=auto must not take one
+            auto = str(trial.variant.config.get("train.device", "auto")) == "auto"
+            device = "cpu" if gpus == 0 and auto and torch.cuda.is_available() else None
+            outcome = run_trial(study, trial, Tracker(uri), runs, checkpoint_root(root),
+                                device=device)
+        except StudyError as exc:
+            return TrialResult("study-error", error=str(exc))
+        except (TrackingError, EnvironmentProblem) as exc:
+            return TrialResult("environment-error", error=str(exc))
+    return TrialResult(outcome.status, outcome.run_id, outcome.value, outcome.error)
+
+
+def require_ray() -> Any:
+    """The ``ray`` module; :class:`EnvironmentProblem` with the install command if missing."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise EnvironmentProblem(
+            f"--executor ray needs Ray, which is not installed ({exc}). Fix: {RAY_INSTALL}"
+        ) from None
+    return ray
+
+
+def is_cluster_address(address: str | None) -> bool:
+    """True for an existing cluster (``auto``, ``ray://...``, ``host:port``), False for a Ray
+    instance that this run starts on this machine (no address, or ``local``)."""
+    return address not in (None, "", "local")
+
+
+def check_cluster_storage(
+    address: str | None,
+    uri: str,
+    checkpoint_dir: str | os.PathLike[str] | None,
+    allow_local_storage: bool = False,
+) -> None:
+    """Refuse (before anything runs) a tracking store or checkpoint directory that the nodes of
+    a Ray cluster can't share. Nothing to check for a local Ray instance."""
+    if not is_cluster_address(address) or allow_local_storage:
+        return
+    problems = []
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.lower()
+    if scheme in ("", "file", "sqlite") or len(scheme) == 1:  # len 1: a Windows drive letter
+        problems.append(
+            f"the tracking store {uri!r} is a file on this machine: the workers on other nodes "
+            f"can't reach it (and sqlite is not safe for writers on several machines). Fix: run "
+            f"an MLflow tracking server every node can reach, e.g. `mlflow server "
+            f"--backend-store-uri postgresql://USER@DBHOST/mlflow --artifacts-destination "
+            f"s3://BUCKET/mlflow --host 0.0.0.0 --port 5000`, and pass --tracking-uri "
+            f"http://SERVER:5000."
+        )
+    elif scheme in ("http", "https") and _is_loopback(parsed.hostname or ""):
+        problems.append(
+            f"the tracking server {uri!r} is on this machine's loopback address, which on every "
+            f"other node means that node itself. Fix: start the server with --host 0.0.0.0 and "
+            f"pass --tracking-uri http://SERVER-HOSTNAME:PORT."
+        )
+    ck = checkpoint_path(checkpoint_dir)
+    if not ck.is_absolute():
+        problems.append(
+            f"the checkpoint directory {str(ck)!r} is relative: each node would resolve it in "
+            f"its own working directory, so a trial retried on another node could not resume. "
+            f"Fix: pass --checkpoint-dir /PATH on storage that every node mounts (NFS, Lustre, "
+            f"...), or set ABLATE_CHECKPOINT_DIR."
+        )
+    else:
+        fs = filesystem_type(ck)
+        if fs in _LOCAL_FS:
+            problems.append(
+                f"the checkpoint directory {str(ck)!r} is on a local {fs} filesystem: a trial "
+                f"retried on another node could not resume from it. Fix: pass --checkpoint-dir "
+                f"/PATH on storage that every node mounts (NFS, Lustre, ...)."
+            )
+    if problems:
+        raise EnvironmentProblem(
+            f"--address {address} runs the trials on a Ray cluster, but\n  - "
+            + "\n  - ".join(problems)
+            + "\nNothing was run. If every Ray worker runs on this machine, pass "
+              "--allow-local-storage."
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() in ("localhost", "0.0.0.0", "::"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The type of the filesystem holding ``path`` (Linux ``/proc/self/mounts``), else None."""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    target = Path(os.path.abspath(path))
+    while not target.exists() and target.parent != target:
+        target = target.parent
+    real = os.path.realpath(target)
+    best, fstype = "", None
+    for line in mounts:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        mount = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), parts[1])
+        inside = real == mount or real.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):  # the longest (and, on ties, last) mount wins
+            best, fstype = mount, parts[2]
+    return fstype
+
+
+def absolute_uri(uri: str) -> str:
+    """A tracking URI that means the same file in any working directory."""
+    parsed = urlparse(uri)
+    if uri.startswith("sqlite:///"):
+        rest = uri[len("sqlite:///"):]
+        if rest and not rest.startswith(("/", ":memory:")):
+            return "sqlite:///" + str(Path(rest).resolve())
+    elif parsed.scheme == "file" and not parsed.netloc and not parsed.path.startswith("/"):
+        return Path(parsed.path).resolve().as_uri()
+    elif parsed.scheme == "" and uri:
+        return str(Path(uri).resolve())
+    return uri
+
+
+def check_address(address: str | None, timeout: float = 5.0) -> None:
+    """Fail fast if a ``host:port`` or ``ray://host:port`` cluster address does not answer
+    (``ray.init`` would otherwise retry for minutes). ``auto`` is left to Ray."""
+    if not is_cluster_address(address) or address == "auto":
+        return
+    assert address is not None
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parsed.hostname, parsed.port
+    except ValueError:
+        host = port = None
+    if not host or not port:
+        raise EnvironmentProblem(
+            f"--address {address!r} is not a Ray cluster address. Fix: auto, "
+            f"ray://HEAD:10001 (Ray Client) or HEAD:6379 (on a node of the cluster)."
+        )
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise EnvironmentProblem(
+            f"no Ray cluster answers at {address!r} ({exc.strerror or exc}). Fix: check the "
+            f"address and that the head node is up (`ray status` on it); nothing was run."
+        ) from None
+
+
+def _connect(ray: Any, options: RayOptions) -> bool:
+    """Start or join Ray; True if this call connected (and so must disconnect at the end)."""
+    import logging
+
+    if ray.is_initialized():
+        return False
+    check_address(options.address)
+    try:
+        if is_cluster_address(options.address):
+            ray.init(address=options.address, logging_level=logging.WARNING)
+        else:  # a new local instance sized to this machine: every CPU and GPU it has
+            ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = f"the Ray cluster at {options.address!r}" if options.address else "Ray locally"
+        raise EnvironmentProblem(
+            f"can't start or reach {where}: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:300].rstrip('.') if str(exc) else ''}. Fix: check the "
+            f"address (`ray status` on the head node), or omit --address to run on this machine."
+        ) from None
+    return True
+
+
+def _resources(
+    ray: Any, trials: Sequence[Trial], options: RayOptions
+) -> dict[str, tuple[int, float]]:
+    """(CPUs, GPUs) each trial's task asks for; an impossible request fails before any run."""
+    total = ray.cluster_resources()
+    cpus_total, gpus_total = float(total.get("CPU", 0)), float(total.get("GPU", 0))
+    out: dict[str, tuple[int, float]] = {}
+    for trial in trials:
+        gpus = options.gpus_per_trial
+        if gpus is None:
+            device = str(trial.variant.config.get("train.device", "auto"))
+            gpus = 1.0 if gpus_total > 0 and not device.startswith(("cpu", "mps")) else 0.0
+        out[trial.key] = (options.cpus_per_trial, gpus)
+    if not is_cluster_address(options.address):  # a fixed-size machine: no autoscaler
+        want_cpus = max((c for c, _ in out.values()), default=0)
+        want_gpus = max((g for _, g in out.values()), default=0.0)
+        if want_cpus > cpus_total or want_gpus > gpus_total:
+            raise EnvironmentProblem(
+                f"each trial asks for {want_cpus} CPU(s) and {want_gpus:g} GPU(s), but the local "
+                f"Ray instance has {cpus_total:g} CPU(s) and {gpus_total:g} GPU(s), so no trial "
+                f"could ever start. Fix: lower --cpus-per-trial / --gpus-per-trial."
+            )
+    return out
+
+
+def run_study_ray(
+    study: Study,
+    *,
+    tracker: Tracker,
+    root: Path,
+    source: StudyFile,
+    options: RayOptions | None = None,
+    on_trial_end: Callable[[Outcome], None] | None = None,
+) -> tuple[StudyRuns, list[Outcome]]:
+    """Train every pending trial as a Ray task; results as :func:`run_study`'s.
+
+    The driver creates the experiment and parent run, skips finished and diverged trials, then
+    submits one task per pending trial (at most ``max_parallel`` in flight). Each task loads the
+    study from ``source`` and logs its own child run to ``tracker.uri``. A task whose worker
+    process dies is retried (``max_retries``) and resumes from the trial's last checkpoint in
+    the same MLflow run; an exception inside a trial is not retried (the trial is ``failed``).
+    ``on_trial_end`` is called in completion order. Ctrl-C (or SIGTERM) cancels the outstanding
+    tasks, marks the study run KILLED and re-raises: a later run resumes.
+    """
+    options = options or RayOptions()
+    check_cluster_storage(options.address, tracker.uri, root, options.allow_local_storage)
+    ray = require_ray()
+    with sigterm_as_interrupt():
+        connected = _connect(ray, options)
+        try:
+            resources = _resources(ray, study.trials, options)
+            return _drive(ray, study, tracker, root, source, options, resources, on_trial_end)
+        finally:
+            if connected:
+                ray.shutdown()
+
+
+def _drive(ray, study, tracker, root, source, options, resources, on_trial_end):
+    runs = prepare(study, tracker, root)
+    done = tracker.trial_records(runs)
+    outcomes: dict[str, Outcome] = {}
+
+    def ended(outcome: Outcome) -> None:
+        outcomes[outcome.trial.key] = outcome
+        if on_trial_end is not None:
+            on_trial_end(outcome)
+
+    queue: deque[Trial] = deque()
+    inflight: dict[Any, Trial] = {}
+    complete = False
+    try:
+        for trial in study.trials:
+            record = done.get((trial.variant.id, trial.seed))
+            if record is not None and record.status in ("finished", "diverged"):
+                ended(Outcome(trial, "skipped", record.run_id))
+            else:
+                queue.append(trial)
+        task = ray.remote(ray_trial)
+        args = (source, absolute_uri(tracker.uri), str(root.resolve()), runs)
+        limit = options.max_parallel or max(len(queue), 1)
+        while queue or inflight:
+            while queue and len(inflight) < limit:
+                trial = queue.popleft()
+                cpus, gpus = resources[trial.key]
+                ref = task.options(
+                    num_cpus=cpus, num_gpus=gpus, max_retries=options.max_retries,
+                    retry_exceptions=False, name=f"ablate {study.name} {trial.key}",
+                ).remote(args[0], trial.key, *args[1:], cpus, gpus)
+                inflight[ref] = trial
+            ready, _ = ray.wait(list(inflight), num_returns=1)
+            for ref in ready:
+                ended(_collect(ray, ref, inflight.pop(ref), tracker, runs, options))
+        complete = all(o.status != "busy" for o in outcomes.values())
+    except BaseException:
+        _cancel(ray, inflight, tracker, runs)
+        raise
+    finally:
+        tracker.finish_study(runs, complete)
+    return runs, [outcomes[t.key] for t in study.trials if t.key in outcomes]
+
+
+def _collect(ray, ref, trial, tracker, runs, options) -> Outcome:
+    from ray.exceptions import RayError, RayTaskError
+
+    from ablate.study import StudyError
+
+    try:
+        result = ray.get(ref)
+    except RayTaskError as exc:  # raised outside run_trial's own handling: not retried
+        return _lost(trial, tracker, runs, f"the trial's Ray task raised:\n{exc}")
+    except RayError as exc:  # the worker (or its node) died more often than max_retries
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        return _lost(trial, tracker, runs,
+                     f"the Ray worker running this trial died {options.max_retries + 1} times "
+                     f"({type(exc).__name__}: {first}); its checkpoint is kept for a rerun")
+    if result.status == "study-error":
+        raise StudyError(result.error)
+    if result.status == "environment-error":
+        raise EnvironmentProblem(f"on a Ray worker: {result.error}")
+    return Outcome(trial, result.status, result.run_id, result.value, result.error)
+
+
+def _lost(trial: Trial, tracker: Tracker, runs: StudyRuns, error: str) -> Outcome:
+    """A trial whose task ended without a result: record it as failed (a rerun resumes it)."""
+    try:
+        record = tracker.trial_record(runs, trial)
+        if record is not None and record.status == "running":
+            tracker.end_trial(record.run_id, "failed", {}, error)
+    except Exception:  # the outcome still says failed; the store keeps the run resumable
+        record = None
+    return Outcome(trial, "failed", record.run_id if record else None, None, error)
+
+
+def _cancel(ray: Any, inflight: Mapping[Any, Trial], tracker: Tracker, runs: StudyRuns) -> None:
+    """Stop the outstanding tasks and leave their trials resumable.
+
+    Running tasks are stopped by ending their worker processes (``force=True``), not with a
+    KeyboardInterrupt inside them: an interrupt can land inside an MLflow call and leave a
+    long-lived worker holding, e.g., the sqlite store's write lock. A dead process releases
+    its locks; its trial keeps its checkpoint and ``ablate.status=running``, and its run is
+    marked KILLED here, as the in-process executor marks an interrupted trial. A second Ctrl-C
+    stops the waiting.
+    """
+    refs = list(inflight)
+    for ref in refs:
+        try:
+            ray.cancel(ref, force=True)
+        except Exception:
+            pass
+    if not refs:
+        return
+    ray.wait(refs, num_returns=len(refs), timeout=CANCEL_WAIT_S)
+    for trial in inflight.values():
+        try:
+            record = tracker.trial_record(runs, trial)
+            if record is not None and record.status == "running":
+                tracker.interrupt_trial(record.run_id)
+        except Exception:  # best effort: the trial is resumable either way
+            pass
