@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
             help="override a base setting (a Python literal), e.g. --set train.epochs=2",
         )
         p.add_argument("--seeds", type=_positive_int, metavar="N", help="use seeds 0..N-1")
+        p.add_argument("--tune-trials", type=_positive_int, metavar="N",
+                       help="tuning trials per variant, for a study with tune=")
 
     p = sub.add_parser("plan", help="print the variants and trials; trains nothing")
     study_args(p)
@@ -136,7 +138,7 @@ def _gpus(text: str) -> float:
 def load(args: argparse.Namespace) -> Study:
     """The study named on the command line, with --set and --seeds applied and validated."""
     overrides: dict[str, Any] = dict(parse_override(o) for o in args.overrides)
-    return load_study(args.study_file, args.study, overrides, args.seeds)
+    return load_study(args.study_file, args.study, overrides, args.seeds, args.tune_trials)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -185,7 +187,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 from ablate.execute import StudyFile, run_study_ray
 
                 overrides = dict(parse_override(o) for o in args.overrides)
-                source = StudyFile.of(args.study_file, args.study, overrides, args.seeds)
+                source = StudyFile.of(args.study_file, args.study, overrides, args.seeds,
+                                      args.tune_trials)
                 try:
                     runs, outcomes = run_study_ray(study, tracker=tracker, root=root,
                                                    source=source, options=ray_options,
@@ -250,7 +253,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         out = Path(args.out or Path("reports") / study.name)
         with tempfile.TemporaryDirectory() as tmp:
             cams = _cams(study, tracker, results, Path(tmp))
-            path = write_report(results, history, spec, out, samples=samples, cams=cams)
+            tuning = tracker.tuning(study) if study.tune else None
+            path = write_report(results, history, spec, out, samples=samples, cams=cams,
+                                tuning=tuning)
         tracker.log_report(runs, out)
     print(f"report: {path} ({len(results)} trial runs; figures and results.csv beside it; also "
           f"logged to the study's MLflow run {runs.parent_run_id})")
@@ -310,6 +315,7 @@ def _reproduce(args: argparse.Namespace) -> str:
     extra = "".join(f" --study {args.study}" for _ in [0] if args.study)
     extra += "".join(f" --set {shlex.quote(o)}" for o in args.overrides)
     extra += f" --seeds {args.seeds}" if args.seeds else ""
+    extra += f" --tune-trials {args.tune_trials}" if args.tune_trials else ""
     uri = f" --tracking-uri {shlex.quote(args.tracking_uri)}" if args.tracking_uri else ""
     return (f"ablate run {args.study_file}{extra}{uri}\n"
             f"ablate report {args.study_file}{extra}{uri}")
@@ -383,6 +389,10 @@ def print_plan(study: Study) -> None:
         f"{n_var} variant{'s' * (n_var != 1)} x {n_seeds} seed{'s' * (n_seeds != 1)} "
         f"{list(study.seeds)} = {n_var * n_seeds} trials; metric {study.metric} ({study.mode})"
     )
+    if study.tune:
+        space = ", ".join(f"{k} {v}" for k, v in study.tune.items())
+        console.print(f"tuning: each variant first gets {study.tune_trials} tuning trials "
+                      f"(Optuna TPE, seed {study.tune_seed}) over {space}", highlight=False)
     if study.resolution is not None:
         console.print(f"fractional design of resolution {_roman(study.resolution)}; aliases:")
         for effect, aliased in study.aliases.items():

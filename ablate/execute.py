@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import gc
+import json
 import os
 import re
 import signal
@@ -20,7 +21,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 from urllib.parse import urlparse
@@ -115,12 +116,25 @@ def run_trial(
         record = tracker.trial_record(runs, trial)
         if record is not None and record.status in ("finished", "diverged"):
             return Outcome(trial, "skipped", record.run_id)
+        tuning_error = None
+        if study.tune:  # the variant's own search first (or its stored result)
+            try:
+                best = tuned_values(study, trial.variant, tracker, runs, root, on_log=on_log)
+                trial = Trial(replace(trial.variant, config={**trial.variant.config, **best}),
+                              trial.seed)
+            except Exception:
+                tuning_error = traceback.format_exc()
         if record is None:
             run_id, logged_through = tracker.start_trial(study, runs, trial), -1
         else:
             run_id, logged_through = record.run_id, tracker.resume_trial(record.run_id)
+        if study.tune and tuning_error is None:
+            tracker.set_tags(run_id, {"ablate.tuned": json.dumps(
+                {k: trial.variant.config[k] for k in study.tune})})
         run = None
         try:
+            if tuning_error is not None:
+                raise RuntimeError(f"tuning this variant failed:\n{tuning_error}")
             run = _make_run(study, trial, tracker, run_id, root, logged_through, on_log, device)
             tracker.set_tags(run_id, {"ablate.device": str(run.device)})
             status, error = _train(study, run), None
@@ -140,6 +154,72 @@ def run_trial(
         _free_memory(collect=status == "failed")
         value = summary.get(f"final_{study.metric}")
         return Outcome(trial, status, run_id, value, error)
+
+
+def tuned_values(
+    study: Study,
+    variant: Any,
+    tracker: Tracker,
+    runs: StudyRuns,
+    root: Path,
+    *,
+    on_log: Callable[[dict[str, float], int], None] | None = None,
+) -> dict[str, Any]:
+    """The variant's best values from its own Optuna search, run or resumed here.
+
+    Each tuning trial trains the variant's config with ``study.tune_config`` and the suggested
+    values on ``study.tune_seed``, as a child run tagged ``ablate.role=tuning``. The search is
+    kept in ``<root>/<study>/<variant>.tune.journal`` under a per-variant lock: a rerun continues
+    it, a finished search is only read back, and the seeds of a variant never search twice.
+    """
+    import optuna
+
+    from ablate.train.tune import search
+
+    def objective(params: dict[str, Any], number: int, report: Callable[[float, int], None]):
+        config = {**variant.config, **study.tune_config, **params}
+        trial = Trial(replace(variant, config=config), study.tune_seed)
+        run_id = tracker.start_tuning(study, runs, trial, number, config)
+
+        def forward(metrics: dict[str, float], step: int) -> None:
+            if on_log is not None:
+                on_log(metrics, step)
+            if study.metric in metrics:
+                report(metrics[study.metric], step)
+
+        run = _make_run(study, trial, tracker, run_id, root, -1, forward)
+        run.checkpoint_dir = root / study.name / "tuning" / f"{variant.id}-t{number}"
+        run.clear_checkpoint()  # a tuning trial always starts from scratch
+        error = None
+        try:
+            status = _train(study, run)
+        except optuna.TrialPruned:
+            status = "diverged"
+        except KeyboardInterrupt:
+            tracker.interrupt_trial(run_id)
+            raise
+        except Exception:
+            status, error = "failed", traceback.format_exc()
+        summary = _summary(run)
+        tracker.end_trial(run_id, status, summary, error)
+        run.clear_checkpoint()
+        if status == "failed":
+            raise RuntimeError(error)
+        if status == "diverged":
+            raise optuna.TrialPruned()
+        return summary[f"final_{study.metric}"]
+
+    with file_lock(root / study.name / f"{variant.id}.tune.lock", blocking=True):
+        result = search(
+            name=variant.id,
+            space=study.tune,
+            n_trials=study.tune_trials,
+            seed=study.tune_seed,
+            mode=study.mode,
+            storage_path=root / study.name / f"{variant.id}.tune.journal",
+            objective=objective,
+        )
+    return result.best_params
 
 
 def _make_run(study, trial, tracker, run_id, root, logged_through, on_log, device=None):
@@ -295,6 +375,7 @@ class StudyFile:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     seeds: int | Sequence[int] | None = None
     text: str | None = None
+    tune_trials: int | None = None
 
     @classmethod
     def of(
@@ -303,10 +384,11 @@ class StudyFile:
         name: str | None = None,
         overrides: Mapping[str, Any] | None = None,
         seeds: int | Sequence[int] | None = None,
+        tune_trials: int | None = None,
     ) -> StudyFile:
         resolved = Path(path).resolve()
         return cls(str(resolved), name, dict(overrides or {}), seeds,
-                   resolved.read_text(encoding="utf-8"))
+                   resolved.read_text(encoding="utf-8"), tune_trials)
 
     def load(self) -> Study:
         from ablate.study import load_study
@@ -322,7 +404,7 @@ class StudyFile:
             path = folder / Path(self.path).name
             if not path.is_file() or _read(path) != self.text:
                 path.write_text(self.text, encoding="utf-8")
-        study = load_study(path, self.name, self.overrides, self.seeds)
+        study = load_study(path, self.name, self.overrides, self.seeds, self.tune_trials)
         study.source = self.path
         return study
 

@@ -211,8 +211,10 @@ class Study:
         overrides: Mapping[str, Any] | None = None,
         *,
         seeds: int | Sequence[int] | None = None,
+        tune_trials: int | None = None,
     ) -> Study:
-        """A copy with base settings replaced (``--set key=value``) and optionally other seeds."""
+        """A copy with base settings replaced (``--set key=value``), optionally other seeds and
+        another tuning budget (``--tune-trials``)."""
         overrides = dict(overrides or {})
         for key in overrides:
             if key in self.factors:
@@ -234,9 +236,10 @@ class Study:
             metric=self.metric,
             mode=self.mode,
             tune=self.tune,
-            tune_trials=self.tune_trials,
+            tune_trials=self.tune_trials if tune_trials is None else tune_trials,
             tune_epochs=self.tune_epochs,
-            tune_config=self.tune_config,
+            tune_config={k: v for k, v in self.tune_config.items()
+                         if not (self.tune_epochs is not None and k == "train.epochs")},
             tune_seed=self.tune_seed,
         )
         study.source = self.source
@@ -633,6 +636,7 @@ def load_study(
     name: str | None = None,
     overrides: Mapping[str, Any] | None = None,
     seeds: int | Sequence[int] | None = None,
+    tune_trials: int | None = None,
 ) -> Study:
     """Import a study file and return its :class:`Study` (the one named ``name`` if several).
 
@@ -690,9 +694,9 @@ def load_study(
         )
     study = studies[name] if name is not None else next(iter(studies.values()))
     study.source = str(path)
-    if overrides or seeds is not None:
+    if overrides or seeds is not None or tune_trials is not None:
         try:
-            study = study.with_overrides(overrides, seeds=seeds)
+            study = study.with_overrides(overrides, seeds=seeds, tune_trials=tune_trials)
         except StudyError as exc:
             raise StudyError(f"{path}: {exc}") from None
     return study

@@ -239,7 +239,11 @@ class Tracker:
                 "value": run.data.metrics.get(f"final_{study.metric}", float("nan")),
                 **{k: _unparam(params[k]) if k in params else None for k in keys},
             })
-        return pd.DataFrame(rows, columns=columns).sort_values(["variant", "number"])
+        df = pd.DataFrame(rows, columns=columns)
+        order = {v.id: i for i, v in enumerate(study.variants)}
+        df["_order"] = df["variant"].map(order).fillna(len(order))
+        return (df.sort_values(["_order", "number"]).drop(columns="_order")
+                .reset_index(drop=True))
 
     def resume_trial(self, run_id: str) -> int:
         """Mark a trial run running again; returns the last step already logged (-1 if none)."""

@@ -17,6 +17,7 @@ TINY = {
     "charlm_rnn.py": ["--set", "data.max_chars=12000", "--set", "data.batch_size=8",
                       "--set", "model.n_hidden=16", "--set", "train.epochs=1"],
     "custom_train.py": ["--set", "opt.epochs=2"],
+    "tuned.py": ["--set", "train.epochs=1", "--tune-trials", "2"],
     "cifar10_cnn.py": ["--set", "model.widths=(4, 8)", "--set", "train.epochs=1",
                        "--set", "data.download=False", "--set", "data.batch_size=8"],
 }

@@ -115,3 +115,56 @@ def test_tuning_changes_the_variant_ids_and_sets_train_epochs_for_the_search():
     assert {v.id for v in plain.variants}.isdisjoint(v.id for v in tuned.variants)
     assert tuned.tune_config == {"train.epochs": 2}
     assert tuned.variants[0].config == plain.variants[0].config  # params stay the config
+
+
+PLANTED = """
+import math
+from ablate import Study
+
+BEST = {"a": -3.0, "b": -1.0}  # log10 of the best learning rate, planted per variant
+
+def train(config, run):
+    target = BEST[config["net.kind"]]
+    for epoch in range(2):
+        lr = config["opt.lr"]
+        loss = float("nan") if lr > 0.5 else 1.0
+        run.log({"loss": loss, "score": -abs(math.log10(lr) - target) + 0.01 * epoch}, step=epoch)
+
+study = Study("tuning", train=train, config={"opt.lr": 0.1},
+              factors={"net.kind": ["a", "b"]}, seeds=2, metric="score",
+              tune={"opt.lr": ("log", 1e-5, 1.0)}, tune_trials=12, tune_seed=3)
+"""
+
+
+def test_each_variant_gets_its_own_best_value_through_the_runner(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from ablate.cli import main
+
+    path = tmp_path / "tuning.py"
+    path.write_text(PLANTED)
+    uri, ck = f"sqlite:///{tmp_path / 'm.db'}", tmp_path / "ck"
+    args = ["run", str(path), "--tracking-uri", uri, "--checkpoint-dir", str(ck)]
+    assert main(args) == 0
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("tuning")
+    runs = client.search_runs([exp.experiment_id])
+    tuning = [r for r in runs if r.data.tags.get("ablate.role") == "tuning"]
+    trials = [r for r in runs if r.data.tags.get("ablate.role") == "trial"]
+    assert len(tuning) == 2 * 12 and len(trials) == 4  # one search per variant, not per seed
+    pruned = [r for r in tuning if r.data.tags["ablate.status"] == "diverged"]
+    assert all(float(r.data.params["opt.lr"]) > 0.5 for r in pruned)
+    chosen = {}
+    for r in trials:
+        lr = float(r.data.params["opt.lr"])  # the tuned value is a param of the final trials
+        assert r.data.tags["ablate.tuned"] == f'{{"opt.lr": {lr!r}}}'.replace("'", '"')
+        chosen.setdefault(r.data.tags["ablate.label"], set()).add(lr)
+    (lr_a,), (lr_b,) = chosen["baseline"], chosen["kind=b"]  # both seeds share the value
+    assert abs(math.log10(lr_a) + 3) < 0.7 and abs(math.log10(lr_b) + 1) < 0.7
+    # a rerun trains nothing and searches nothing
+    assert main(args) == 0
+    assert len(client.search_runs([exp.experiment_id])) == len(runs)
+    # the report shows each variant's search
+    assert main(["report", str(path), "--tracking-uri", uri, "--out", str(tmp_path / "r")]) == 0
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert "## Tuning" in text and "12 tuning trials" in text and "Tuned values" in text
