@@ -151,6 +151,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     study = load(args)
     _check_models(study)
+    if study.uses_builtin_loop and not args.dry_run:
+        from ablate.train.build import check_data
+
+        check_data(study)  # a missing data file is reported before anything is written
     from ablate.execute import EnvironmentProblem, checkpoint_root, run_study
     from ablate.track import Tracker, TrackingError, quiet_mlflow, resolve_uri
 

@@ -126,3 +126,30 @@ def test_console_script_plans_the_quick_study():
     out = subprocess.run([*cmd, "plan", str(ROOT / "studies" / "quick.py")], capture_output=True,
                          text=True, check=True)
     assert "16 variants x 3 seeds [0, 1, 2] = 48 trials" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "data,config,message",
+    [
+        ("text", '{"data.path": "no/such/corpus.txt"}',
+         "the data for variant 'baseline' can't be loaded: text raised FileNotFoundError"),
+        ("text", '{"data.path": "empty.txt"}', "can't be loaded: text raised ValueError"),
+        ("cifar10", '{"data.root": "no-cifar", "data.download": False}',
+         "cifar-10-batches-py"),
+    ],
+)
+def test_missing_data_exits_2_before_anything_is_written(tmp_path, capsys, data, config,
+                                                         message):
+    (tmp_path / "empty.txt").write_text("")
+    model = "CharRNN" if data == "text" else "ConvNet"
+    factor = ('"model.cell": ["gru", "lstm"]' if data == "text"
+              else '"model.residual": [True, False]')
+    path = write(tmp_path, f"""
+        from ablate import Study
+        from ablate.data import {data}
+        from ablate.models import {model}
+        study = Study("d", model={model}, data={data}, config={config}, factors={{{factor}}})
+    """)
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err, err

@@ -46,3 +46,32 @@ def check_models(study: Study) -> int:
             ) from None
         built.add(key)
     return len(built)
+
+
+def check_data(study: Study) -> int:
+    """Build each distinct data config once, so a missing file fails now, not mid-study.
+
+    Returns the number of distinct data configs loaded. Raises :class:`StudyError` naming the
+    variant and the data factory's own message (which says where the files go).
+    """
+    if not study.uses_builtin_loop:
+        return 0
+    from ablate.train.loop import factory_kwargs
+
+    assert study.data is not None
+    loaded: set[str] = set()
+    for variant in study.variants:
+        kwargs = factory_kwargs(variant.config, "data")
+        key = canonical(kwargs)
+        if key in loaded:
+            continue
+        try:
+            study.data(**kwargs)
+        except Exception as exc:
+            name = getattr(study.data, "__name__", repr(study.data))
+            raise StudyError(
+                f"the data for variant {variant.label!r} can't be loaded: {name} raised "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+        loaded.add(key)
+    return len(loaded)
