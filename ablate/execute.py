@@ -179,7 +179,7 @@ def tuned_values(
     def objective(params: dict[str, Any], number: int, report: Callable[[float, int], None]):
         config = {**variant.config, **study.tune_config, **params}
         trial = Trial(replace(variant, config=config), study.tune_seed)
-        run_id = tracker.start_tuning(study, runs, trial, number, config)
+        run_id = tracker.start_tuning(study, runs, trial, number)
 
         def forward(metrics: dict[str, float], step: int) -> None:
             if on_log is not None:

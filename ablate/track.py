@@ -171,46 +171,34 @@ class Tracker:
     def start_trial(self, study: Study, runs: StudyRuns, trial: Trial) -> str:
         """Create the trial's child run with its tags and params; returns the run id."""
         v = trial.variant
-        run = self.client.create_run(
-            runs.experiment_id,
-            run_name=f"{v.label} s{trial.seed}",
-            tags={
-                "mlflow.parentRunId": runs.parent_run_id,
-                "ablate.role": "trial",
-                "ablate.study": study.name,
-                "ablate.variant": v.id,
-                "ablate.label": v.label,
-                "ablate.seed": str(trial.seed),
-                "ablate.status": "running",
-                "ablate.baseline": "true" if v.baseline else "false",
-                "ablate.levels": _dumps(v.levels)[:5000],
-            },
-        )
-        params = [Param(k, _param(val)) for k, val in sorted(v.config.items())]
-        params.append(Param("seed", str(trial.seed)))
-        for i in range(0, len(params), _PARAM_BATCH):
-            self.client.log_batch(run.info.run_id, params=params[i:i + _PARAM_BATCH])
-        return run.info.run_id
+        return self._child_run(study, runs, trial, f"{v.label} s{trial.seed}", {
+            "ablate.role": "trial",
+            "ablate.seed": str(trial.seed),
+            "ablate.baseline": "true" if v.baseline else "false",
+            "ablate.levels": _dumps(v.levels)[:5000],
+        })
 
-    def start_tuning(
-        self, study: Study, runs: StudyRuns, trial: Trial, number: int, config: Mapping[str, Any]
-    ) -> str:
+    def start_tuning(self, study: Study, runs: StudyRuns, trial: Trial, number: int) -> str:
         """A child run for one tuning trial of a variant (tag ``ablate.role=tuning``)."""
+        return self._child_run(study, runs, trial, f"tune {trial.variant.label} #{number}", {
+            "ablate.role": "tuning",
+            "ablate.tune_trial": str(number),
+        })
+
+    def _child_run(
+        self, study: Study, runs: StudyRuns, trial: Trial, name: str, tags: Mapping[str, str]
+    ) -> str:
+        """A nested run of the study with the common tags and every config key as a param."""
         v = trial.variant
-        run = self.client.create_run(
-            runs.experiment_id,
-            run_name=f"tune {v.label} #{number}",
-            tags={
-                "mlflow.parentRunId": runs.parent_run_id,
-                "ablate.role": "tuning",
-                "ablate.study": study.name,
-                "ablate.variant": v.id,
-                "ablate.label": v.label,
-                "ablate.tune_trial": str(number),
-                "ablate.status": "running",
-            },
-        )
-        params = [Param(k, _param(val)) for k, val in sorted(config.items())]
+        run = self.client.create_run(runs.experiment_id, run_name=name, tags={
+            "mlflow.parentRunId": runs.parent_run_id,
+            "ablate.study": study.name,
+            "ablate.variant": v.id,
+            "ablate.label": v.label,
+            "ablate.status": "running",
+            **tags,
+        })
+        params = [Param(k, _param(val)) for k, val in sorted(v.config.items())]
         params.append(Param("seed", str(trial.seed)))
         for i in range(0, len(params), _PARAM_BATCH):
             self.client.log_batch(run.info.run_id, params=params[i:i + _PARAM_BATCH])

@@ -76,8 +76,10 @@ def test_out_of_memory_fails_the_trial_and_the_next_one_runs(tmp_path):
 def test_sigterm_and_ctrl_c_stop_cleanly_with_130_and_resume(tmp_path, sig):
     path = write(tmp_path, 0.3, ["ok", "ok2"])
     uri, ck = f"sqlite:///{tmp_path / 'm.db'}", tmp_path / "ck"
+    # SIGINT as a terminal sends it, even when these tests were started with SIGINT ignored
     proc = subprocess.Popen(cli(path, uri, ck), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not list(ck.glob("faults/*/checkpoint.pt")) and time.time() < deadline:
         assert proc.poll() is None, proc.communicate()

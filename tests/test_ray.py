@@ -378,7 +378,10 @@ def test_metric_never_logged_stops_the_study_with_exit_2(ray_local, tmp_path, ca
 
 
 @needs_ray
-def test_ctrl_c_cancels_tasks_marks_the_study_killed_and_resumes(ray_local, tmp_path):
+def test_ctrl_c_cancels_tasks_marks_the_study_killed_and_resumes(ray_local, tmp_path, request):
+    # a shell that starts the tests in the background ignores SIGINT; Ctrl-C must be live here
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     path = user_study(tmp_path, ["a", "b"], epochs=5, seeds=2, sleep=0.3)
     uri, ck = uri_of(tmp_path), tmp_path / "ck"
     pids = tmp_path / "pids"
