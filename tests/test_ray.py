@@ -459,3 +459,23 @@ def test_workers_log_over_http_to_an_mlflow_server(ray_local, reference, mlflow_
     assert run_ray(path, mlflow_server, tmp_path / "ck") == 0
     assert snapshot(mlflow_server, "tiny") == ref
     assert parent_run(mlflow_server, "tiny").info.status == "FINISHED"
+
+
+@needs_ray
+def test_tuned_study_on_ray_searches_once_per_variant_like_in_process(ray_local, tmp_path):
+    from tests.test_tune import PLANTED
+
+    path = tmp_path / "tuning.py"
+    path.write_text(PLANTED.replace("tune_trials=12", "tune_trials=6"))
+    local, remote = uri_of(tmp_path, "local.db"), uri_of(tmp_path, "ray.db")
+    assert run(path, local, tmp_path / "c0") == 0
+    assert run_ray(path, remote, tmp_path / "c1") == 0
+    for uri in (local, remote):
+        runs = all_runs(uri, "tuning")
+        assert sum(r.data.tags.get("ablate.role") == "tuning" for r in runs) == 2 * 6
+
+    def chosen(uri):
+        return sorted((r.data.tags["ablate.label"], r.data.tags["ablate.seed"],
+                       r.data.params["opt.lr"]) for r in trial_runs(uri, "tuning"))
+
+    assert chosen(remote) == chosen(local)  # the same searches, the same tuned values
