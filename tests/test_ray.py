@@ -23,24 +23,9 @@ from mlflow.tracking import MlflowClient
 
 from ablate.cli import main
 from ablate.execute import EnvironmentProblem, check_cluster_storage, filesystem_type
+from tests.test_runner import TINY
 
 needs_ray = pytest.mark.skipif(find_spec("ray") is None, reason="ray is not installed")
-
-TINY = """
-from ablate import Study
-from ablate.data import digits
-from ablate.models import ConvNet
-
-study = Study(
-    "tiny",
-    model=ConvNet,
-    data=digits,
-    config={"model.widths": (4, 8), "data.image_size": 8, "data.batch_size": 256,
-            "train.epochs": EPOCHS, "train.lr": 0.05},
-    factors={"model.batch_norm": [True, False]},
-    seeds=2,
-)
-"""
 
 # A user train function that leaves traces the tests read: CALLS gets one line per call (pid,
 # mode, seed, start and end time), RESUMED one line per resume (mode, seed, epoch resumed at),
