@@ -7,12 +7,13 @@ study, usage or environment (nothing was trained); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StudyError, UsageError) as exc:
         print(f"ablate {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    except StoreLost as exc:
+        print(f"ablate {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"\nablate {args.command}: interrupted.", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -177,7 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return _dry_run(study, tracker)
         from ablate.progress import StudyProgress
 
-        with StudyProgress(study) as progress:
+        with StudyProgress(study) as progress, _store_lost():
             if ray_options is None:
                 runs, outcomes = run_study(
                     study,
@@ -205,6 +209,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     print_summary(study, table, outcomes, runs, tracker.uri)
     failed = (table["status"] == "failed").any() or any(o.status == "failed" for o in outcomes)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+class StoreLost(Exception):
+    """The tracking store failed mid-study (exit 1: a trial could not be recorded)."""
+
+
+@contextlib.contextmanager
+def _store_lost() -> Iterator[None]:
+    from ablate.track import TrackingError
+
+    try:
+        yield
+    except TrackingError as exc:
+        raise StoreLost(str(exc)) from None
 
 
 def _ray_options(args: argparse.Namespace) -> Any:

@@ -27,7 +27,7 @@ from typing import IO, Any, NamedTuple
 from urllib.parse import urlparse
 
 from ablate.study import Study, Trial
-from ablate.track import StudyRuns, Tracker
+from ablate.track import StudyRuns, Tracker, TrackingError
 
 DEFAULT_CHECKPOINT_DIR = ".ablate/checkpoints"
 
@@ -147,7 +147,16 @@ def run_trial(
         except Exception:
             status, error = "failed", traceback.format_exc()
         summary = _summary(run) if run is not None else {}
-        tracker.end_trial(run_id, status, summary, error)
+        try:
+            tracker.end_trial(run_id, status, summary, error)
+        except Exception as exc:  # the store went away mid-study: stop, keep the checkpoint
+            raise TrackingError(
+                f"the tracking store {tracker.uri} failed while recording trial "
+                f"{trial.variant.label!r} seed {trial.seed} ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200] if str(exc) else ''}). What was logged before "
+                f"is kept, and so is the trial's checkpoint: run `ablate run` again when the "
+                f"store is back, and the trial resumes in the same MLflow run."
+            ) from None
         if run is not None and status != "failed":  # a failed trial retries from its checkpoint
             run.clear_checkpoint()
         del run
@@ -329,7 +338,10 @@ def run_study(
                     on_trial_end(outcome)
             complete = all(o.status != "busy" for o in outcomes)
         finally:
-            tracker.finish_study(runs, complete)
+            try:
+                tracker.finish_study(runs, complete)
+            except Exception:  # the store is gone; the parent run stays RUNNING, harmlessly
+                pass
     return runs, outcomes
 
 

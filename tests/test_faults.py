@@ -136,3 +136,75 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(tmp_path):
         ref_history = sorted((m.step, m.value) for m in
                              MlflowClient(clean).get_metric_history(ref.info.run_id, "score"))
         assert history == ref_history  # nothing lost, nothing logged twice
+
+
+def start_server(folder: Path, port: int) -> subprocess.Popen:
+    """A real ``mlflow server`` on 127.0.0.1 (its own sqlite store), answering /health."""
+    import urllib.request
+
+    (folder / "artifacts").mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{folder / 'store.db'}",
+         "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError("mlflow server did not start")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_tracking_server_lost_mid_study_stops_cleanly_and_resumes(tmp_path, monkeypatch,
+                                                                  capsys):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    folder = tmp_path / "server"
+    server = start_server(folder, port)
+    flag = tmp_path / "killed"
+    # the second trial kills the server at the start of its epoch 2, once
+    src = textwrap.dedent(SLOW_USER).replace("PAUSE", "0.0").replace("MODES", "['ok', 'ok2']")
+    kill = (f"        if run.seed == 1 and epoch == 2 and not os.path.exists({str(flag)!r}):\n"
+            f"            open({str(flag)!r}, 'w').close()\n"
+            f"            os.killpg({server.pid}, 9)\n")
+    src = "import os\n" + src.replace('        state["value"] += 0.25',
+                                      kill + '        state["value"] += 0.25')
+    path = tmp_path / "faults.py"
+    path.write_text(src)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast instead of minutes
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    uri, ck = f"http://127.0.0.1:{port}", tmp_path / "ck"
+    try:
+        assert main(["run", str(path), "--tracking-uri", uri, "--checkpoint-dir", str(ck)]) == 1
+        err = capsys.readouterr().err
+        assert "failed while recording trial 'baseline' seed 1" in err
+        assert "resumes in the same MLflow run" in err
+        assert list(ck.glob("faults/*/checkpoint.pt"))  # kept for the resume
+        server = start_server(folder, port)  # the store is back
+        assert main(["run", str(path), "--tracking-uri", uri, "--checkpoint-dir", str(ck)]) == 0
+        runs = trial_runs(uri)
+        assert len(runs) == 4  # nothing duplicated
+        client = MlflowClient(uri)
+        for r in runs:
+            assert r.data.tags["ablate.status"] == "finished"
+            assert r.data.metrics["final_score"] == int(r.data.tags["ablate.seed"]) + 1.5
+            steps = sorted(m.step for m in client.get_metric_history(r.info.run_id, "score"))
+            assert steps == list(range(6))  # nothing lost, nothing logged twice
+    finally:
+        stop_server(server)
