@@ -93,14 +93,30 @@ def test_plan_shows_fractional_aliasing(tmp_path, capsys):
          "study.py:6: invalid study: factor key 'model.batchnorm' is not accepted by ConvNet; "
          "did you mean 'model.batch_norm'?"),
         (GOOD.replace("seeds=2", "seeds=-1"), [], "at least one seed"),
+        (GOOD.replace('"train.epochs": 1}', '"train.epochs": 1, "model.act": print}'), [],
+         "config['model.act'] is not plain data"),
+        (GOOD.replace("[3, 5]", "[3, len]"), [], "level <built-in function len> of factor"),
+        (GOOD.replace("[3, 5]", "[3, 5]}, baseline={'model.kernel_size': 7"), [],
+         "baseline value 7 for 'model.kernel_size' is not one of its levels"),
+        (GOOD.replace('design="full_factorial"',
+                      'design="full_factorial", constraints=lambda c: False'), [],
+         "exclude every variant"),
+        (GOOD.replace('Study("cli"', 'Study("my study/1"'), [],
+         "can't be used as an MLflow experiment name"),
+        (GOOD.replace('design="full_factorial"', 'design="fractional"').replace("[3, 5]",
+                                                                              "[3, 5, 7]"),
+         [], "two-level factors only"),
     ],
 )
-def test_bad_inputs_exit_2_with_the_fix(tmp_path, capsys, source, args, message):
+@pytest.mark.parametrize("command", ["plan", "run"])
+def test_bad_inputs_exit_2_with_the_fix(tmp_path, capsys, source, args, message, command):
+    args = list(args)  # shared between the parametrized commands: don't consume it
     path = write(tmp_path, source) if source is not None else Path(args.pop(0))
-    assert main(["plan", str(path), *args]) == 2
+    assert main([command, str(path), *args]) == 2
     err = capsys.readouterr().err
     assert message in err, err
-    assert err.startswith("ablate plan: error: ")
+    assert err.startswith(f"ablate {command}: error: ")
+    # (the autouse fixture checks that no MLflow store or checkpoint folder was created)
 
 
 def test_usage_errors_exit_2(tmp_path, capsys):
