@@ -34,6 +34,7 @@ __all__ = [
     "DATA_DERIVED",
     "DESIGNS",
     "TRAIN_DEFAULTS",
+    "TRAIN_OPTIONAL",
     "Study",
     "StudyError",
     "Trial",
@@ -65,6 +66,12 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "train.channels_last": True,  # channels_last memory format for 4-D inputs on CUDA
     "train.activation_stats": True,  # per-layer activation mean/std on a fixed batch, per epoch
     "train.keep_weights": False,  # log the final state_dict as an artifact
+}
+
+# Settings of the built-in loop that join the resolved config only when a study sets them, so
+# adding one never changes the ids of studies that don't use it.
+TRAIN_OPTIONAL: dict[str, Any] = {
+    "train.compile": False,  # torch.compile the model: True (inductor) or a backend name
 }
 
 # Model constructor arguments that the training loop fills from the data (``data.model_kwargs``)
@@ -339,7 +346,7 @@ class Study:
 
     def _valid_keys(self) -> dict[str, set[str] | None]:
         """Accepted keys per namespace; None where the callable takes **kwargs."""
-        out: dict[str, set[str] | None] = {"train": set(TRAIN_DEFAULTS)}
+        out: dict[str, set[str] | None] = {"train": set(TRAIN_DEFAULTS) | set(TRAIN_OPTIONAL)}
         for ns, fn in (("model", self.model), ("data", self.data)):
             params = _parameters(fn)
             out[ns] = None if params is None else {f"{ns}.{p}" for p in params}

@@ -157,3 +157,33 @@ def test_language_model_study_through_the_runner(tmp_path):
         assert m["best_val_bpc"] <= m["final_val_bpc"]
         assert m["val_bpc"] < math.log2(27)  # learned something beyond uniform over the vocab
         assert "train_acc" not in m
+
+
+def test_compile_is_opt_in_and_reports_its_time(tmp_path):
+    from ablate.study import load_study
+
+    study = tmp_path / "c.py"
+    study.write_text(textwrap.dedent("""
+        from ablate import Study
+        from ablate.data import digits
+        from ablate.models import ConvNet
+        study = Study("compiled", model=ConvNet, data=digits,
+                      config={"model.widths": (4, 8), "data.image_size": 8, "train.epochs": 1},
+                      factors={"model.batch_norm": [True, False]}, seeds=1)
+    """))
+    plain = load_study(study)
+    assert "train.compile" not in plain.variants[0].config  # absent: ids don't change
+    compiled = load_study(study, overrides={"train.compile": "aot_eager"})
+    assert plain.variants[0].id != compiled.variants[0].id
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    assert main(["run", str(study), "--tracking-uri", uri, "--set", "train.compile=aot_eager",
+                 "--checkpoint-dir", str(tmp_path / "ck")]) == 0
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("compiled")
+    runs = [r for r in client.search_runs([exp.experiment_id])
+            if r.data.tags.get("ablate.role") == "trial"]
+    assert len(runs) == 2
+    for r in runs:
+        assert r.data.params["train.compile"] == "aot_eager"
+        assert r.data.tags["ablate.status"] == "finished"
+        assert 0 < r.data.metrics["compile_seconds"] < r.data.metrics["train_seconds"]

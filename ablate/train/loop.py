@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -48,6 +49,7 @@ def fit(
     model = model_fn(**model_kwargs(model_fn, config, data.model_kwargs)).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    compiled = _compiled(model, config.get("train.compile", False))
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, data.steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss()
@@ -69,12 +71,12 @@ def fit(
     probe = _ActivationProbe(model) if config["train.activation_stats"] else None
     for epoch in range(start, int(config["train.epochs"])):
         train_loss, train_acc = _train_epoch(
-            model, data, optimizer, scheduler, loss_fn, autocast, run, epoch, config
+            compiled, data, optimizer, scheduler, loss_fn, autocast, run, epoch, config
         )
         metrics = {"train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"]}
         if task == "classification":
             metrics["train_acc"] = train_acc
-        metrics.update(_evaluate(model, data, loss_fn, autocast, task))
+        metrics.update(_evaluate(compiled, data, loss_fn, autocast, task))
         if probe is not None:
             metrics.update(probe.measure(x0))
         run.log(metrics, step=epoch)  # one batched call; raises Diverged on a NaN loss
@@ -98,6 +100,8 @@ def _train_epoch(model, data, optimizer, scheduler, loss_fn, autocast, run, epoc
     loss_sum = torch.zeros((), device=run.device)
     correct = torch.zeros((), device=run.device, dtype=torch.long)
     count = 0
+    timing = config.get("train.compile") and "compile_seconds" not in run.summary
+    start = time.perf_counter()
     for x, y in data.train_batches(seed=run.seed, epoch=epoch):
         with autocast():
             out = model(x)
@@ -113,6 +117,10 @@ def _train_epoch(model, data, optimizer, scheduler, loss_fn, autocast, run, epoc
         if out.dim() == 2:
             correct += (out.detach().argmax(-1) == y).sum()
         count += n
+        if timing:  # the first step of a compiled model includes the compilation: one sync
+            loss_sum.item()
+            run.summary["compile_seconds"] = time.perf_counter() - start
+            timing = False
     if count == 0:
         raise ValueError("the data produced no training batches. Fix: check data.batch_size.")
     return loss_sum / count, correct.float() / count
@@ -220,6 +228,16 @@ def factory_kwargs(config: Mapping[str, Any], ns: str) -> dict[str, Any]:
 
 def _tuples(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
+
+
+def _compiled(model: nn.Module, setting: Any) -> nn.Module:
+    """``train.compile``: False, True (torch.compile's default backend) or a backend name.
+
+    The compiled module shares the model's parameters; checkpoints save the plain model.
+    """
+    if not setting:
+        return model
+    return torch.compile(model) if setting is True else torch.compile(model, backend=setting)
 
 
 def _flat(out: torch.Tensor) -> torch.Tensor:
