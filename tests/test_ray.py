@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 import urllib.request
@@ -23,7 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from ablate.cli import main
 from ablate.execute import EnvironmentProblem, check_cluster_storage, filesystem_type
-from tests.test_runner import TINY
+from tests.test_runner import TINY, write
 
 needs_ray = pytest.mark.skipif(find_spec("ray") is None, reason="ray is not installed")
 
@@ -67,14 +66,6 @@ study = Study(
 """
 
 UNTIMED = ("train_seconds", "peak_mem_mb")  # wall-clock figures: differ run to run
-
-
-def write(tmp_path: Path, text: str, name: str = "study.py", **subs: object) -> Path:
-    for key, value in subs.items():
-        text = text.replace(key, repr(value) if not isinstance(value, int) else str(value))
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
 def user_study(tmp_path: Path, modes, *, epochs=4, seeds=2, sleep=0.0) -> Path:
