@@ -172,9 +172,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 check_cluster_storage(ray_options.address, resolve_uri(args.tracking_uri),
                                       args.checkpoint_dir, ray_options.allow_local_storage)
                 check_address(ray_options.address)
+            root = checkpoint_root(args.checkpoint_dir)  # before the store is created
             tracker = Tracker(args.tracking_uri)
             tracker.check()
-            root = checkpoint_root(args.checkpoint_dir)
         except (TrackingError, EnvironmentProblem) as exc:
             raise UsageError(str(exc)) from None
         if args.dry_run:

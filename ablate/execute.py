@@ -322,7 +322,7 @@ def run_study(
     runs = prepare(study, tracker, root)
     done = tracker.trial_records(runs)
     outcomes: list[Outcome] = []
-    complete = False
+    interrupted = True
     with sigterm_as_interrupt():
         try:
             for index, trial in enumerate(study.trials):
@@ -336,10 +336,10 @@ def run_study(
                 outcomes.append(outcome)
                 if on_trial_end is not None:
                     on_trial_end(outcome)
-            complete = all(o.status != "busy" for o in outcomes)
+            interrupted = False
         finally:
             try:
-                tracker.finish_study(runs, complete)
+                tracker.finish_study(runs, study, interrupted)
             except Exception:  # the store is gone; the parent run stays RUNNING, harmlessly
                 pass
     return runs, outcomes
@@ -711,7 +711,7 @@ def _drive(ray, study, tracker, root, source, options, resources, on_trial_end):
 
     queue: deque[Trial] = deque()
     inflight: dict[Any, Trial] = {}
-    complete = False
+    interrupted = True
     try:
         for trial in study.trials:
             record = done.get((trial.variant.id, trial.seed))
@@ -734,12 +734,12 @@ def _drive(ray, study, tracker, root, source, options, resources, on_trial_end):
             ready, _ = ray.wait(list(inflight), num_returns=1)
             for ref in ready:
                 ended(_collect(ray, ref, inflight.pop(ref), tracker, runs, options))
-        complete = all(o.status != "busy" for o in outcomes.values())
+        interrupted = False
     except BaseException:
         _cancel(ray, inflight, tracker, runs)
         raise
     finally:
-        tracker.finish_study(runs, complete)
+        tracker.finish_study(runs, study, interrupted)
     return runs, [outcomes[t.key] for t in study.trials if t.key in outcomes]
 
 

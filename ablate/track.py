@@ -14,8 +14,10 @@ Layout (a contract, see README "How it works"):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -65,14 +67,17 @@ class Tracker:
 
     def __init__(self, uri: str | None = None) -> None:
         self.uri = resolve_uri(uri)
-        if self.uri.startswith("sqlite:///"):  # MLflow would create the file (and folders) now
-            folder = Path(self.uri[len("sqlite:///"):]).parent
-            if not folder.is_dir():
-                raise TrackingError(
-                    f"tracking store {self.uri!r}: folder {str(folder)!r} does not exist. Fix: "
-                    f"create it, or pass another --tracking-uri."
-                )
-        self.client = MlflowClient(tracking_uri=self.uri)
+        path = sqlite_path(self.uri)
+        if path is not None:
+            prepare_sqlite_store(path, self.uri)
+        try:
+            self.client = MlflowClient(tracking_uri=self.uri)
+        except Exception as exc:  # e.g. an unknown scheme: bogus://x
+            raise TrackingError(
+                f"can't use the MLflow tracking URI {self.uri!r}: {type(exc).__name__}: "
+                f"{_first_line(exc)}. Fix: pass --tracking-uri sqlite:///mlflow.db (a local "
+                f"file), http://HOST:PORT (a tracking server) or a folder; nothing was written."
+            ) from None
 
     # ----------------------------------------------------------------------------- setup
     def check(self, timeout: float = 10.0) -> None:
@@ -142,8 +147,16 @@ class Tracker:
         ])
         return StudyRuns(exp_id, parent_id)
 
-    def finish_study(self, runs: StudyRuns, complete: bool) -> None:
-        self.client.set_terminated(runs.parent_run_id, "FINISHED" if complete else "KILLED")
+    def finish_study(self, runs: StudyRuns, study: Study, interrupted: bool) -> None:
+        """End the parent run: KILLED when this process was interrupted, FINISHED when every
+        trial of the plan has ended; left RUNNING while another process still trains some."""
+        if interrupted:
+            self.client.set_terminated(runs.parent_run_id, "KILLED")
+            return
+        records = self.trial_records(runs)
+        ended = [records.get((t.variant.id, t.seed)) for t in study.trials]
+        if all(r is not None and r.status != "running" for r in ended):
+            self.client.set_terminated(runs.parent_run_id, "FINISHED")
 
     # ----------------------------------------------------------------------------- trials
     def trial_records(self, runs: StudyRuns) -> dict[tuple[str, int], TrialRecord]:
@@ -380,6 +393,109 @@ def history(study: Study, tracking_uri: str | None = None) -> pd.DataFrame:
     """Per-epoch metrics of every trial (``run_id``, ``variant``, ``label``, ``seed``, ``key``,
     ``step``, ``value``)."""
     return Tracker(tracking_uri).history(study)
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The file of a ``sqlite:///`` tracking URI (None for other stores and in-memory ones)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    rest = uri[len("sqlite:///"):].split("?", 1)[0]
+    return None if not rest or rest.startswith(":memory:") else Path(rest)
+
+
+def prepare_sqlite_store(path: Path, uri: str) -> None:
+    """Make sure ``path`` is a complete MLflow sqlite store, or say exactly what is wrong.
+
+    A new store is created and migrated in a temporary file beside ``path``, under a lock that
+    every ``ablate`` process on this machine takes for that file, and renamed into place only
+    when MLflow's migrations are done: another process, or a kill during the migrations, can
+    never see or leave a half-created store. An existing store that is half-created (by an
+    older version, or by MLflow itself) is refused with the fix. Raises :class:`TrackingError`.
+    """
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise TrackingError(
+            f"tracking store {uri!r}: folder {str(folder)!r} does not exist. Fix: create it, or "
+            f"pass another --tracking-uri. Nothing was written."
+        )
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise TrackingError(
+            f"tracking store {uri!r}: {'the file' if path.exists() else 'its folder'} "
+            f"{str(path if path.exists() else folder)!r} is not writable (sqlite writes its "
+            f"journal beside the file). Fix: pass --tracking-uri sqlite:////WRITABLE/PATH/"
+            f"mlflow.db or run from a writable folder. Nothing was written."
+        )
+    if _complete_store(path, uri):
+        return
+    from filelock import FileLock
+
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    lock = Path(tempfile.gettempdir()) / f"ablate-store-{digest}.lock"
+    with FileLock(str(lock)):
+        if _complete_store(path, uri):  # another process created it while we waited
+            return
+        for stale in folder.glob(f".{path.name}.creating-*"):  # left by a killed creator
+            stale.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.creating-")
+        os.close(fd)
+        try:
+            _create_tables(Path(tmp))
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _complete_store(path: Path, uri: str) -> bool:
+    """True for a complete store; False for none (no file, an empty file, no tables)."""
+    import sqlite3
+
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master "
+                                                "WHERE type = 'table'")}
+            runs = (con.execute("SELECT count(*) FROM runs").fetchone()[0]
+                    if "runs" in tables else 0)
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise TrackingError(
+            f"tracking store {uri!r} is not a readable sqlite database ({exc}). Fix: pass "
+            f"another --tracking-uri, or move {str(path)!r} away if it is not an MLflow store. "
+            f"Nothing was written."
+        ) from None
+    if not tables:
+        return False
+    half = sorted(t for t in tables if t.startswith("_alembic_tmp_"))
+    if half or "alembic_version" not in tables:
+        found = f"table {half[0]!r}" if half else "no 'alembic_version' table"
+        raise TrackingError(
+            f"tracking store {uri!r} was left half-created: MLflow's table creation was "
+            f"interrupted there ({found}; {runs} run(s) recorded). Fix: if you need none of its "
+            f"runs, delete {str(path)!r} and run again (ablate creates a new store safely); "
+            f"otherwise repair it with `mlflow db upgrade {uri}` on a backup copy. Nothing was "
+            f"written."
+        )
+    return True
+
+
+def _create_tables(path: Path) -> None:
+    """MLflow's schema, migrated to the installed version, in the new file ``path``."""
+    import sqlalchemy
+    from mlflow.store.db.utils import _initialize_tables  # what MLflow runs for a new store
+
+    engine = sqlalchemy.create_engine(f"sqlite:///{path}")
+    try:
+        _initialize_tables(engine)
+    finally:
+        engine.dispose()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else ""
 
 
 def runs_url(runs: StudyRuns, host: str = "http://127.0.0.1:5000") -> str:

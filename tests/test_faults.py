@@ -100,27 +100,84 @@ def test_sigterm_and_ctrl_c_stop_cleanly_with_130_and_resume(tmp_path, sig):
         assert sorted(steps) == list(range(6))  # every epoch exactly once
 
 
+KILL_USER = """
+import os
+from ablate import Study
+
+def mark(what):  # progress the kill test waits for: one line per point reached
+    with open(EVENTS, "a") as f:
+        f.write(f"{os.getpid()} {what}\\n")
+
+def train(config, run):
+    state = run.load_checkpoint() or {"epoch": 0, "value": float(run.seed)}
+    for epoch in range(state["epoch"], 6):
+        mark("epoch")
+        state["value"] += 0.25
+        run.log({"loss": 1.0 / (epoch + 1), "score": state["value"]}, step=epoch)
+        mark("logged")
+        run.save_checkpoint({"epoch": epoch + 1, "value": state["value"]})
+        mark("saved")
+
+study = Study("faults", train=train, factors={"opt.mode": ["ok", "ok2"]}, seeds=2,
+              metric="score")
+"""
+
+
+def wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 300) -> bool:
+    """Poll ``predicate`` until it holds (True) or ``proc`` ended (False)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            return False
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.002)
+    return True
+
+
 @pytest.mark.slow
 def test_kill_9_at_random_points_loses_and_duplicates_nothing(tmp_path):
-    """Kill `ablate run` at seeded random delays (mid-epoch, between epochs, while writing a
-    checkpoint or logging), restart it each time; the finished study equals a clean run."""
-    path = write(tmp_path, 0.05, ["ok", "ok2"])
+    """Kill `ablate run` with SIGKILL at seeded random points of its progress (while MLflow
+    creates the new store, mid-epoch, between logging and checkpointing, just after a
+    checkpoint), restart it each time; the finished study equals a clean run.
+
+    Kill points are counted in events the program reports (lines the study appends to a file,
+    the store's temporary file appearing), never in seconds, so the test holds on a loaded or
+    a quiet machine alike.
+    """
+    events = tmp_path / "events.txt"
+    path = tmp_path / "faults.py"
+    path.write_text(textwrap.dedent(KILL_USER).replace("EVENTS", repr(str(events))))
     clean = f"sqlite:///{tmp_path / 'clean.db'}"
     assert main(["run", str(path), "--tracking-uri", clean, "--checkpoint-dir",
                  str(tmp_path / "c0")]) == 0
+    events.unlink()
     uri, ck = f"sqlite:///{tmp_path / 'm.db'}", tmp_path / "ck"
     rng = random.Random(7)
-    kills = 0
-    for _ in range(8):
-        proc = subprocess.Popen(cli(path, uri, ck), stdout=subprocess.DEVNULL,
+
+    def seen() -> int:
+        return len(events.read_text().splitlines()) if events.exists() else 0
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(cli(path, uri, ck), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
-        time.sleep(rng.uniform(2.5, 5.0))  # start-up takes ~2.5 s; then a few epochs
-        if proc.poll() is not None:
+
+    # the first kill lands while MLflow migrates the new store (its temporary file exists)
+    proc = start()
+    creating = wait_for(lambda: any(tmp_path.glob(".m.db.creating-*")), proc, "store creation")
+    assert creating, "the run ended before it created the store"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "m.db").exists()  # nothing half-created is left under the real name
+    kills = 1
+    for _ in range(8):  # then after a seeded number of progress events (3 per epoch, 72 in all)
+        before, target = seen(), rng.randint(1, 8)
+        proc = start()
+        if not wait_for(lambda: seen() >= before + target, proc, f"{target} events"):
             break
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         kills += 1
-    assert kills >= 3
+    assert kills >= 6  # each round kills within 8 events, far fewer than the study needs
     assert main(["run", str(path), "--tracking-uri", uri, "--checkpoint-dir", str(ck)]) == 0
     runs = trial_runs(uri)
     assert len(runs) == 4  # every trial exactly once

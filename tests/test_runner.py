@@ -315,7 +315,6 @@ def test_two_concurrent_runs_train_every_trial_exactly_once(tmp_path):
     path = write(tmp_path, src, MODES=["ok", "ok2"], FLAG="x")
     uri, ck = uri_of(tmp_path), tmp_path / "ck"
     assert main(["plan", str(path)]) == 0
-    MlflowClient(uri).search_experiments()  # create the store before the race
     cmd = [sys.executable, "-m", "ablate.cli", "run", str(path), "--tracking-uri", uri,
            "--checkpoint-dir", str(ck)]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -328,6 +327,9 @@ def test_two_concurrent_runs_train_every_trial_exactly_once(tmp_path):
     assert len(keys) == 4
     assert all(r.data.tags["ablate.status"] == "finished" for r in runs)
     client = MlflowClient(uri)
+    (parent,) = [r for r in client.search_runs([runs[0].info.experiment_id])
+                 if r.data.tags.get("ablate.role") == "study"]
+    assert parent.info.status == "FINISHED"  # not KILLED by the runner that found trials busy
     for r in runs:  # each trial's epochs were logged once: trained by one process only
         assert sorted(m.step for m in client.get_metric_history(r.info.run_id, "score")) == [
             0, 1, 2, 3]
