@@ -10,7 +10,6 @@ import argparse
 import contextlib
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -76,6 +75,14 @@ def _parser() -> argparse.ArgumentParser:
                         "./.ablate/checkpoints)")
     p.add_argument("--dry-run", action="store_true",
                    help="show which trials would run and which are done; train nothing")
+    changed = p.add_mutually_exclusive_group()
+    changed.add_argument("--rerun-changed", action="store_true",
+                         help="train again the finished trials whose code (study file, model, "
+                              "data or train function) changed since; the old runs are kept, "
+                              "tagged ablate.replaced")
+    changed.add_argument("--keep-changed", action="store_true",
+                         help="reuse finished trials whose code changed since (the report "
+                              "warns that its trials come from different code)")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="where trials run: local (default) trains them one after another in "
                         "this process; ray runs each as a Ray task, in parallel "
@@ -86,7 +93,9 @@ def _parser() -> argparse.ArgumentParser:
                           "(default: $RAY_ADDRESS, else start a local Ray instance sized to "
                           "this machine)")
     ray.add_argument("--cpus-per-trial", type=_positive_int, metavar="N",
-                     help="CPU cores per trial, also torch's thread count in it (default 1)")
+                     help="CPU cores Ray reserves per trial (default: the trial's "
+                          "train.threads, which sets torch's thread count in process and on "
+                          "Ray alike)")
     ray.add_argument("--gpus-per-trial", type=_gpus, metavar="G",
                      help="GPUs per trial, fractions share a GPU, e.g. 0.5 (default: 1 if the "
                           "cluster has GPUs, else 0)")
@@ -148,6 +157,7 @@ def load(args: argparse.Namespace) -> Study:
 def cmd_plan(args: argparse.Namespace) -> int:
     study = load(args)
     _check_models(study)
+    _check_data(study)
     print_plan(study)
     return EXIT_OK
 
@@ -155,10 +165,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     study = load(args)
     _check_models(study)
-    if study.uses_builtin_loop and not args.dry_run:
-        from ablate.train.build import check_data
-
-        check_data(study)  # a missing data file is reported before anything is written
+    _check_data(study)  # a missing file or a wrong data type is reported before any write
     from ablate.execute import EnvironmentProblem, checkpoint_root, run_study
     from ablate.track import Tracker, TrackingError, quiet_mlflow, resolve_uri
 
@@ -177,6 +184,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             tracker.check()
         except (TrackingError, EnvironmentProblem) as exc:
             raise UsageError(str(exc)) from None
+        _changed_code(study, tracker, args)
         if args.dry_run:
             return _dry_run(study, tracker)
         from ablate.progress import StudyProgress
@@ -211,6 +219,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def _changed_code(study: Study, tracker: Any, args: argparse.Namespace) -> None:
+    """Finished trials trained with other code are reused or retrained only when asked."""
+    from ablate.execute import changed_trials
+
+    exp_id = tracker.experiment_id(study)
+    if exp_id is None:
+        return
+    changed = changed_trials(study, tracker.trial_records(exp_id))
+    if not changed or args.keep_changed:
+        return
+    if args.rerun_changed:
+        if not args.dry_run:
+            tracker.replace_trials(changed)
+        print(f"{len(changed)} finished trial(s) were trained with other code: training them "
+              f"again (the old runs are kept, tagged ablate.replaced=true).", flush=True)
+        return
+    raise UsageError(
+        f"{len(changed)} of the plan's {len(study.trials)} trials finished with other code "
+        f"(code fingerprint {changed[0].code or 'unrecorded'}, now {study.fingerprint}: the study "
+        f"file or the source of its model, data or train function changed since). Fix: pass "
+        f"--rerun-changed to train them again with the current code (the old runs are kept), "
+        f"or --keep-changed to reuse their results. Nothing was trained."
+    )
+
+
 class StoreLost(Exception):
     """The tracking store failed mid-study (exit 1: a trial could not be recorded)."""
 
@@ -239,7 +272,7 @@ def _ray_options(args: argparse.Namespace) -> Any:
     from ablate.execute import RayOptions
 
     address = args.address or os.environ.get("RAY_ADDRESS") or None
-    return RayOptions(address=address, cpus_per_trial=args.cpus_per_trial or 1,
+    return RayOptions(address=address, cpus_per_trial=args.cpus_per_trial,
                       gpus_per_trial=args.gpus_per_trial, max_parallel=args.max_parallel,
                       allow_local_storage=args.allow_local_storage)
 
@@ -254,13 +287,14 @@ def cmd_report(args: argparse.Namespace) -> int:
             tracker.check()
         except TrackingError as exc:
             raise UsageError(str(exc)) from None
+        results = tracker.results(study)  # exactly the trials of this plan
+        left_out = tracker.left_out(study)
+        if results.empty:
+            raise UsageError(_no_runs(study, tracker.uri, args.study_file, left_out))
         runs = tracker.find_study(study)
-        results = tracker.results(study) if runs is not None else None
-        if runs is None or results is None or results.empty:
-            raise UsageError(
-                f"study {study.name!r} has no runs in {tracker.uri} yet. Fix: run "
-                f"`ablate run {args.study_file}` first (with the same --tracking-uri)."
-            )
+        if runs is None:  # every trial was trained under other plans: give this one its run
+            runs = tracker.setup_study(study)
+            tracker.finish_study(runs, study, interrupted=False)
         from ablate.report import spec_from_study, write_report
 
         history = tracker.history(study)
@@ -268,7 +302,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         spec = spec_from_study(
             study,
             command=_reproduce(args),
-            environment=_environment(study, results),
+            environment=_environment(results),
             mlflow={"tracking URI": tracker.uri, "experiment id": runs.experiment_id,
                     "study (parent) run id": runs.parent_run_id},
         )
@@ -282,6 +316,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(f"report: {path} ({len(results)} trial runs; figures and results.csv beside it; also "
           f"logged to the study's MLflow run {runs.parent_run_id})")
     return EXIT_OK
+
+
+def _no_runs(study: Study, uri: str, study_file: str, left_out: list[tuple[str, int]]) -> str:
+    """Why ``ablate report`` has nothing to report, naming the settings that do have runs."""
+    if not left_out:
+        return (f"study {study.name!r} has no runs in {uri} yet. Fix: run `ablate run "
+                f"{study_file}` first (with the same --tracking-uri).")
+    groups = "; ".join(f"{what} ({n} run{'s' * (n != 1)})" for what, n in left_out[:5])
+    return (f"no run of study {study.name!r} in {uri} matches this plan (its settings, factors "
+            f"and seeds). Runs exist that differ in: {groups}. Fix: pass the same --set/--seeds "
+            f"as the `ablate run` that trained them, or run this plan first.")
 
 
 def ui_command(uri: str, host: str, port: int) -> list[str]:
@@ -343,37 +388,29 @@ def _reproduce(args: argparse.Namespace) -> str:
             f"ablate report {args.study_file}{extra}{uri}")
 
 
-def _environment(study: Study, results: Any) -> dict[str, str]:
-    import platform
-
-    import torch
-
-    env = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "cpu count": str(os.cpu_count()),
-        "devices used": ", ".join(sorted({d for d in results["device"] if d})) or "unknown",
-    }
-    if study.source:
-        folder = Path(study.source).resolve().parent
-        commit = subprocess.run(["git", "-C", str(folder), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True)
-        if commit.returncode == 0:
-            dirty = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--",
-                                    str(Path(study.source).resolve())],
-                                   capture_output=True, text=True).stdout.strip()
-            env["git commit"] = commit.stdout.strip() + (" (study file modified)" if dirty else "")
+def _environment(results: Any) -> dict[str, str]:
+    """What the trials were trained with, from their own records (``ablate.env.*`` tags): one
+    value per key, or every value with its trial count where the trials differ."""
+    env = {}
+    for column in [c for c in results.columns if c.startswith("env.")] + ["code"]:
+        values = results[column].fillna("").astype(str)
+        values = values[values != ""]
+        if values.empty:
+            continue
+        counts = values.value_counts()
+        name = "code fingerprint" if column == "code" else column[len("env."):].replace("_", " ")
+        env[name] = (counts.index[0] if len(counts) == 1 else
+                     "DIFFERS: " + ", ".join(f"{v} ({n} trials)" for v, n in counts.items()))
     return env
 
 
 def _dry_run(study: Study, tracker: Any) -> int:
     print_plan(study)
-    runs = tracker.find_study(study)
-    done = tracker.trial_records(runs) if runs is not None else {}
+    exp_id = tracker.experiment_id(study)
+    done = tracker.trial_records(exp_id) if exp_id is not None else {}
     pending = [t for t in study.trials
                if done.get((t.variant.id, t.seed)) is None
-               or done[(t.variant.id, t.seed)].status not in ("finished", "diverged")]
+               or not done[(t.variant.id, t.seed)].done]
     print(f"dry run: {len(study.trials) - len(pending)} trials done, {len(pending)} would run "
           f"(tracking store {tracker.uri}); nothing was trained.")
     for t in pending:
@@ -381,6 +418,14 @@ def _dry_run(study: Study, tracker: Any) -> int:
         state = f"{record.status}, resumes" if record else "new"
         print(f"  {t.variant.label} seed {t.seed} ({t.key}): {state}")
     return EXIT_OK
+
+
+def _check_data(study: Study) -> None:
+    """Load each distinct data config once and check what ``data=`` returns."""
+    if study.uses_builtin_loop:
+        from ablate.train.build import check_data
+
+        check_data(study)
 
 
 def _check_models(study: Study) -> None:

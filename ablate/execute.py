@@ -114,7 +114,7 @@ def run_trial(
         if not mine:
             return Outcome(trial, "busy")
         record = tracker.trial_record(runs, trial)
-        if record is not None and record.status in ("finished", "diverged"):
+        if record is not None and record.done:
             return Outcome(trial, "skipped", record.run_id)
         tuning_error = None
         if study.tune:  # the variant's own search first (or its stored result)
@@ -136,7 +136,8 @@ def run_trial(
             if tuning_error is not None:
                 raise RuntimeError(f"tuning this variant failed:\n{tuning_error}")
             run = _make_run(study, trial, tracker, run_id, root, logged_through, on_log, device)
-            tracker.set_tags(run_id, {"ablate.device": str(run.device)})
+            tracker.set_tags(run_id, {"ablate.device": str(run.device), "ablate.code":
+                                      study.fingerprint, **provenance(study, run)})
             status, error = _train(study, run), None
         except MetricMissing as exc:
             tracker.end_trial(run_id, "failed", run.final_summary() if run else {}, str(exc))
@@ -232,11 +233,14 @@ def tuned_values(
 
 
 def _make_run(study, trial, tracker, run_id, root, logged_through, on_log, device=None):
+    import torch
+
     from ablate.train.run import Run, resolve_device, seed_everything, set_determinism
 
     config = trial.variant.config
     device = resolve_device(device or str(config.get("train.device", "auto")))
     set_determinism(bool(config.get("train.deterministic", True)), device)
+    torch.set_num_threads(threads_of(trial))  # the same in process and on Ray: same numbers
     seed_everything(trial.seed)
     return Run(
         config=config,
@@ -250,6 +254,33 @@ def _make_run(study, trial, tracker, run_id, root, logged_through, on_log, devic
         on_log=on_log,
         artifact_sink=lambda path, folder: tracker.log_artifact(run_id, path, folder),
     )
+
+
+def threads_of(trial: Trial) -> int:
+    """The trial's CPU thread count (``train.threads``)."""
+    from ablate.study import RUN_DEFAULTS
+
+    return int(trial.variant.config.get("train.threads", RUN_DEFAULTS["train.threads"]))
+
+
+def provenance(study: Study, run: Any) -> dict[str, str]:
+    """The ``ablate.env.*`` tags of a trial: what it is trained with, read where it trains."""
+    import torch
+
+    from ablate.train.env import environment
+
+    env = {**environment(study.source, run.device), "threads": str(torch.get_num_threads())}
+    return {f"ablate.env.{k}": v for k, v in env.items()}
+
+
+def changed_trials(study: Study, records: Mapping[tuple[str, int], Any]) -> list[Any]:
+    """Finished or diverged trials of the plan whose recorded code fingerprint differs."""
+    out = []
+    for trial in study.trials:
+        record = records.get((trial.variant.id, trial.seed))
+        if record is not None and record.done and record.code != study.fingerprint:
+            out.append(record)
+    return out
 
 
 def _train(study: Study, run: Any) -> str:
@@ -320,14 +351,14 @@ def run_study(
 ) -> tuple[StudyRuns, list[Outcome]]:
     """Train every pending trial in process, in the study's order."""
     runs = prepare(study, tracker, root)
-    done = tracker.trial_records(runs)
+    done = tracker.trial_records(runs.experiment_id)
     outcomes: list[Outcome] = []
     interrupted = True
     with sigterm_as_interrupt():
         try:
             for index, trial in enumerate(study.trials):
                 record = done.get((trial.variant.id, trial.seed))
-                if record is not None and record.status in ("finished", "diverged"):
+                if record is not None and record.done:
                     outcome = Outcome(trial, "skipped", record.run_id)
                 else:
                     if on_trial_start is not None:
@@ -364,7 +395,7 @@ class RayOptions:
     """How ``ablate run --executor ray`` runs the trials."""
 
     address: str | None = None  # an existing cluster (auto, ray://host:10001); None: local
-    cpus_per_trial: int = 1  # Ray CPUs per task, and torch's thread count in the task
+    cpus_per_trial: int | None = None  # Ray CPUs per task; None: the trial's train.threads
     gpus_per_trial: float | None = None  # None: 1 if the cluster has GPUs (and the trial's
     # train.device is not cpu/mps), else 0; fractions share a GPU
     max_parallel: int | None = None  # most trials in flight; None: as many as resources allow
@@ -438,8 +469,7 @@ class TrialResult(NamedTuple):
 
 
 def ray_trial(
-    source: StudyFile, key: str, uri: str, root: str, runs: StudyRuns, threads: int,
-    gpus: float = 0.0,
+    source: StudyFile, key: str, uri: str, root: str, runs: StudyRuns, gpus: float = 0.0,
 ) -> TrialResult:
     """The body of one Ray task: load the study, train trial ``key`` with :func:`run_trial`.
 
@@ -453,7 +483,6 @@ def ray_trial(
     from ablate.study import StudyError
     from ablate.track import Tracker, TrackingError, quiet_mlflow
 
-    torch.set_num_threads(threads)
     with quiet_mlflow():
         try:
             study = source.load()
@@ -654,7 +683,7 @@ def _resources(
         if gpus is None:
             device = str(trial.variant.config.get("train.device", "auto"))
             gpus = 1.0 if gpus_total > 0 and not device.startswith(("cpu", "mps")) else 0.0
-        out[trial.key] = (options.cpus_per_trial, gpus)
+        out[trial.key] = (options.cpus_per_trial or threads_of(trial), gpus)
     if not is_cluster_address(options.address):  # a fixed-size machine: no autoscaler
         want_cpus = max((c for c, _ in out.values()), default=0)
         want_gpus = max((g for _, g in out.values()), default=0.0)
@@ -701,7 +730,7 @@ def run_study_ray(
 
 def _drive(ray, study, tracker, root, source, options, resources, on_trial_end):
     runs = prepare(study, tracker, root)
-    done = tracker.trial_records(runs)
+    done = tracker.trial_records(runs.experiment_id)
     outcomes: dict[str, Outcome] = {}
 
     def ended(outcome: Outcome) -> None:
@@ -715,7 +744,7 @@ def _drive(ray, study, tracker, root, source, options, resources, on_trial_end):
     try:
         for trial in study.trials:
             record = done.get((trial.variant.id, trial.seed))
-            if record is not None and record.status in ("finished", "diverged"):
+            if record is not None and record.done:
                 ended(Outcome(trial, "skipped", record.run_id))
             else:
                 queue.append(trial)
@@ -729,7 +758,7 @@ def _drive(ray, study, tracker, root, source, options, resources, on_trial_end):
                 ref = task.options(
                     num_cpus=cpus, num_gpus=gpus, max_retries=options.max_retries,
                     retry_exceptions=False, name=f"ablate {study.name} {trial.key}",
-                ).remote(args[0], trial.key, *args[1:], cpus, gpus)
+                ).remote(args[0], trial.key, *args[1:], gpus)
                 inflight[ref] = trial
             ready, _ = ray.wait(list(inflight), num_returns=1)
             for ref in ready:

@@ -16,11 +16,13 @@ Vocabulary:
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import importlib.util
 import inspect
 import itertools
 import json
+import linecache
 import math
 import re
 import sys
@@ -32,6 +34,7 @@ from typing import Any, Literal
 
 __all__ = [
     "DATA_DERIVED",
+    "RUN_DEFAULTS",
     "DESIGNS",
     "TRAIN_DEFAULTS",
     "TRAIN_OPTIONAL",
@@ -66,7 +69,11 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "train.channels_last": True,  # channels_last memory format for 4-D inputs on CUDA
     "train.activation_stats": True,  # per-layer activation mean/std on a fixed batch, per epoch
     "train.keep_weights": False,  # log the final state_dict as an artifact
+    "train.threads": 1,  # CPU threads per trial (torch.set_num_threads): results depend on it
 }
+
+# Settings of every study, your own train=fn included: the executor applies them to each trial.
+RUN_DEFAULTS: dict[str, Any] = {"train.threads": TRAIN_DEFAULTS["train.threads"]}
 
 # Settings of the built-in loop that join the resolved config only when a study sets them, so
 # adding one never changes the ids of studies that don't use it.
@@ -76,7 +83,7 @@ TRAIN_OPTIONAL: dict[str, Any] = {
 
 # Model constructor arguments that the training loop fills from the data (``data.model_kwargs``)
 # when the config does not set them.
-DATA_DERIVED = ("num_classes", "in_channels", "image_size", "vocab_size")
+DATA_DERIVED = ("num_classes", "in_channels", "image_size", "vocab_size", "in_features")
 
 _NAMESPACES = ("model", "data", "train")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -210,6 +217,16 @@ class Study:
         return self.variants[0]
 
     @property
+    def plan(self) -> str:
+        """The id of this plan: which variants on which seeds (see :func:`plan_id`)."""
+        return plan_id(self.variants, self.seeds)
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """The hash of the study's code (see :func:`code_fingerprint`), read once."""
+        return code_fingerprint(self)
+
+    @property
     def uses_builtin_loop(self) -> bool:
         return self.train is None
 
@@ -301,13 +318,23 @@ class Study:
                                  f"e.g. {what}=ConvNet.")
 
     def _resolve_base(self) -> dict[str, Any]:
+        """Every setting a trial runs with: built-in defaults, the defaults in the signatures of
+        the model and data factories (so changing one changes the variant id), then config."""
         for key, value in self.user_config.items():
-            _check_key(key, "config")
+            _check_key(key, "config", self.uses_builtin_loop)
             _check_plain(value, f"config[{key!r}]")
-        base = dict(TRAIN_DEFAULTS) if self.uses_builtin_loop else {}
+        if self.uses_builtin_loop:
+            base = {**TRAIN_DEFAULTS, **signature_defaults(self.model, "model", DATA_DERIVED),
+                    **signature_defaults(self.data, "data")}
+        else:
+            base = dict(RUN_DEFAULTS)
         base.update(self.user_config)
         if self.uses_builtin_loop:
             self._check_keys(self.user_config, "config")
+        threads = base["train.threads"]
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise StudyError(f"train.threads={threads!r}: give a positive number of CPU threads "
+                             f"per trial, e.g. 1 (the default) or 2.")
         return base
 
     def _check_keys(self, keys: Iterable[str], where: str) -> None:
@@ -356,7 +383,7 @@ class Study:
         if not isinstance(self.factors, Mapping):
             raise StudyError("factors must be a dict of dotted key -> list of levels.")
         for key, levels in self.factors.items():
-            _check_key(key, "factor")
+            _check_key(key, "factor", self.uses_builtin_loop)
             if isinstance(levels, (str, bytes)) or not _is_seq(levels):
                 raise StudyError(
                     f"factor {key!r} has levels {levels!r}, which is not a list. Fix: give its "
@@ -432,10 +459,10 @@ class Study:
                 raise StudyError(f"tune_epochs={self.tune_epochs!r} is not a positive integer.")
             self.tune_config = {**self.tune_config, "train.epochs": self.tune_epochs}
         for key, value in self.tune_config.items():
-            _check_key(key, "tune_config")
+            _check_key(key, "tune_config", self.uses_builtin_loop)
             _check_plain(value, f"tune_config[{key!r}]")
         for key, space in self.tune.items():
-            _check_key(key, "tune")
+            _check_key(key, "tune", self.uses_builtin_loop)
             if key in self.factors:
                 raise StudyError(f"tune key {key!r} is also a factor. Fix: tune a setting the "
                                  f"factors don't vary (e.g. train.lr), or drop the factor.")
@@ -583,6 +610,58 @@ def _reject(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not plain data")
 
 
+def signature_defaults(
+    fn: Callable[..., Any] | None, ns: str, skip: Iterable[str] = ()
+) -> dict[str, Any]:
+    """``{"<ns>.<param>": default}`` for every keyword parameter of ``fn`` with a plain-data
+    default (numbers, strings, bools, None, tuples...): part of what a variant trains with.
+    Defaults that are code (a class, a function) are covered by the code fingerprint."""
+    if fn is None:
+        return {}
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    out = {}
+    for p in params:
+        if p.default is p.empty or p.name in skip or p.kind not in (
+                p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            continue
+        try:
+            canonical(p.default)
+        except (TypeError, ValueError):
+            continue
+        out[f"{ns}.{p.name}"] = p.default
+    return out
+
+
+def plan_id(variants: Sequence[Variant], seeds: Sequence[int]) -> str:
+    """The plan's id: a hash of its trials (every variant id and seed, in order)."""
+    text = canonical({"variants": [v.id for v in variants], "seeds": list(seeds)})
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def code_fingerprint(study: Study) -> str:
+    """A hash of the study's code: the study file's text and the source of the model, data and
+    train functions it passes. Recorded on every trial; a rerun that finds it changed asks."""
+    digest = hashlib.sha256()
+    if study.source:
+        try:
+            digest.update(Path(study.source).read_bytes())
+        except OSError:
+            digest.update(study.source.encode())
+    linecache.checkcache()  # inspect reads sources through it: see edits made since
+    for fn in (study.model, study.data, study.train):
+        if fn is None:
+            continue
+        try:
+            text = inspect.getsource(fn)
+        except (OSError, TypeError):
+            text = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+        digest.update(text.encode())
+    return digest.hexdigest()[:12]
+
+
 # ----------------------------------------------------------------------- fractional designs
 def fractional_design(k: int) -> tuple[list[list[int]], int | None]:
     """Columns (+1/-1) of a two-level fractional factorial for ``k`` factors.
@@ -706,6 +785,7 @@ def load_study(
             study = study.with_overrides(overrides, seeds=seeds, tune_trials=tune_trials)
         except StudyError as exc:
             raise StudyError(f"{path}: {exc}") from None
+    study.fingerprint  # noqa: B018 - the code as loaded now, not as it may be edited later
     return study
 
 
@@ -785,7 +865,13 @@ def _check_train_signature(fn: Callable[..., Any]) -> None:
         pass
 
 
-def _check_key(key: Any, where: str) -> None:
+def _check_key(key: Any, where: str, dotted: bool = True) -> None:
+    """Keys of the built-in loop are dotted (``model.x``); with train=fn any name will do."""
+    if not dotted:
+        if not isinstance(key, str) or not key or key != key.strip():
+            raise StudyError(f"{where} key {key!r} is not a name. Fix: use a non-empty string "
+                             f"without surrounding spaces, e.g. 'lr' or 'net.width'.")
+        return
     if not isinstance(key, str) or not key or key != key.strip() or "." not in key.strip("."):
         raise StudyError(
             f"{where} key {key!r} is not a dotted name. Fix: use namespaced keys such as "

@@ -4,12 +4,20 @@ Layout (a contract, see README "How it works"):
 
 * experiment = study name, tagged ``mlflow.experimentKind=custom_model_development`` so MLflow's
   UI opens on the runs table;
-* one parent run per study (tag ``ablate.role=study``);
+* one parent run per plan (tag ``ablate.role=study``, ``ablate.plan`` = the plan's id, a hash
+  of its variant ids and seeds; ``ablate.plan_status`` = ``current`` for the plan run last,
+  ``superseded`` for the others); its params are the baseline's resolved config;
 * one nested child run per trial (tag ``ablate.role=trial``) with tags ``ablate.study``,
-  ``ablate.variant``, ``ablate.label``, ``ablate.seed``, ``ablate.status``, ``ablate.baseline``;
-  params = every resolved config key; per-epoch metrics with ``step=epoch``; summary metrics
-  ``final_<metric>``, ``best_<metric>``, ``n_params``, ``flops_per_sample``, ``train_seconds``,
-  ``peak_mem_mb``, ``epochs``.
+  ``ablate.variant``, ``ablate.label``, ``ablate.seed``, ``ablate.status``, ``ablate.baseline``,
+  ``ablate.plan`` (the plan that first trained it), ``ablate.code`` (the code fingerprint) and
+  ``ablate.env.*`` (what it was trained with); params = every resolved config key; per-epoch
+  metrics with ``step=epoch``; summary metrics ``final_<metric>``, ``best_<metric>``,
+  ``n_params``, ``flops_per_sample``, ``train_seconds``, ``peak_mem_mb``, ``epochs``.
+
+A trial is (variant id, seed) in the whole experiment: a plan reuses the trials an earlier plan
+trained when their ids match, and every read (resume, summary, report) takes exactly the trials
+of the current plan. A run tagged ``ablate.replaced=true`` (its code changed and the user chose
+``--rerun-changed``) is kept but never read again.
 """
 
 from __future__ import annotations
@@ -34,6 +42,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 STATUSES = ("finished", "diverged", "failed", "running")
+DONE = ("finished", "diverged")  # a trial with one of these statuses is never trained again
+# What each trial records about the code and machine it was trained with (tags ablate.env.*).
+ENVIRONMENT = ("ablate", "git_commit", "git_dirty", "python", "torch", "cuda", "cudnn",
+               "platform", "cpu", "gpu", "threads", "device")
 _MLFLOW_STATUS = {"finished": "FINISHED", "diverged": "FINISHED", "failed": "FAILED"}
 _PARAM_BATCH = 100  # MLflow accepts at most 100 params per log_batch
 SUMMARY = ("n_params", "flops_per_sample", "train_seconds", "peak_mem_mb", "epochs")
@@ -47,12 +59,18 @@ class TrackingError(RuntimeError):
 class TrialRecord:
     run_id: str
     status: str
+    code: str = ""  # the code fingerprint it was trained with
+
+    @property
+    def done(self) -> bool:
+        return self.status in DONE
 
 
 @dataclass(frozen=True)
 class StudyRuns:
     experiment_id: str
-    parent_run_id: str
+    parent_run_id: str  # the parent run of the plan
+    plan: str = ""  # the plan's id
 
 
 def resolve_uri(uri: str | None) -> str:
@@ -103,14 +121,19 @@ class Tracker:
                     os.environ[k] = v
 
     def find_study(self, study: Study) -> StudyRuns | None:
-        """The experiment and parent run of a study, or None if it never ran."""
+        """The experiment and the parent run of the study's current plan, or None."""
         exp = self.client.get_experiment_by_name(study.name)
         if exp is None or exp.lifecycle_stage != "active":
             return None
-        parents = self._search(exp.experiment_id, "tags.`ablate.role` = 'study'")
+        parents = self._search(exp.experiment_id, f"tags.`ablate.role` = 'study' and "
+                                                  f"tags.`ablate.plan` = '{study.plan}'")
         if not parents:
             return None
-        return StudyRuns(exp.experiment_id, parents[0].info.run_id)
+        return StudyRuns(exp.experiment_id, parents[0].info.run_id, study.plan)
+
+    def experiment_id(self, study: Study) -> str | None:
+        exp = self.client.get_experiment_by_name(study.name)
+        return exp.experiment_id if exp is not None and exp.lifecycle_stage == "active" else None
 
     def setup_study(self, study: Study) -> StudyRuns:
         """Get or create the experiment and the study's parent run (call under a lock)."""
@@ -132,11 +155,21 @@ class Tracker:
             parent_id = found.parent_run_id
             self.client.update_run(parent_id, status="RUNNING")
         else:
-            parent_id = self.client.create_run(exp_id, run_name=study.name, tags={
-                "ablate.role": "study",
-                "ablate.study": study.name,
-            }).info.run_id
+            parent_id = self.client.create_run(
+                exp_id, run_name=f"{study.name} (plan {study.plan})",
+                tags={"ablate.role": "study", "ablate.study": study.name,
+                      "ablate.plan": study.plan}).info.run_id
+            base = {k: v for k, v in study.baseline_variant.config.items()
+                    if k not in study.factors}
+            params = [Param(k, _param(v)) for k, v in sorted(base.items())]
+            for i in range(0, len(params), _PARAM_BATCH):
+                self.client.log_batch(parent_id, params=params[i:i + _PARAM_BATCH])
+        for other in self._search(exp_id, "tags.`ablate.role` = 'study' and "
+                                          "tags.`ablate.plan_status` = 'current'"):
+            if other.info.run_id != parent_id:
+                self.client.set_tag(other.info.run_id, "ablate.plan_status", "superseded")
         self.client.log_batch(parent_id, tags=[
+            RunTag("ablate.plan_status", "current"),
             RunTag("ablate.design", study.design),
             RunTag("ablate.metric", study.metric),
             RunTag("ablate.mode", study.mode),
@@ -145,7 +178,7 @@ class Tracker:
             RunTag("ablate.n_trials", str(len(study.trials))),
             RunTag("ablate.source", str(study.source or "")),
         ])
-        return StudyRuns(exp_id, parent_id)
+        return StudyRuns(exp_id, parent_id, study.plan)
 
     def finish_study(self, runs: StudyRuns, study: Study, interrupted: bool) -> None:
         """End the parent run: KILLED when this process was interrupted, FINISHED when every
@@ -153,33 +186,32 @@ class Tracker:
         if interrupted:
             self.client.set_terminated(runs.parent_run_id, "KILLED")
             return
-        records = self.trial_records(runs)
+        records = self.trial_records(runs.experiment_id)
         ended = [records.get((t.variant.id, t.seed)) for t in study.trials]
         if all(r is not None and r.status != "running" for r in ended):
             self.client.set_terminated(runs.parent_run_id, "FINISHED")
 
     # ----------------------------------------------------------------------------- trials
-    def trial_records(self, runs: StudyRuns) -> dict[tuple[str, int], TrialRecord]:
-        """Every trial run of the study: (variant id, seed) -> run id and status."""
-        records: dict[tuple[str, int], TrialRecord] = {}
-        flt = f"tags.`mlflow.parentRunId` = '{runs.parent_run_id}'"
-        for run in self._search(runs.experiment_id, flt):
-            tags = run.data.tags
-            if tags.get("ablate.role") != "trial":
-                continue
-            key = (tags["ablate.variant"], int(tags["ablate.seed"]))
-            records.setdefault(key, TrialRecord(run.info.run_id, tags.get("ablate.status", "")))
-        return records
+    def trial_records(self, experiment_id: str) -> dict[tuple[str, int], TrialRecord]:
+        """Every trial of the experiment, of any plan: (variant id, seed) -> its run."""
+        return {key: _record(run) for key, run in self._trial_runs(experiment_id).items()}
 
     def trial_record(self, runs: StudyRuns, trial: Trial) -> TrialRecord | None:
-        flt = (f"tags.`mlflow.parentRunId` = '{runs.parent_run_id}' and "
+        flt = (f"tags.`ablate.role` = 'trial' and "
                f"tags.`ablate.variant` = '{trial.variant.id}' and "
                f"tags.`ablate.seed` = '{trial.seed}'")
-        found = self._search(runs.experiment_id, flt)
-        if not found:
-            return None
-        run = found[0]
-        return TrialRecord(run.info.run_id, run.data.tags.get("ablate.status", ""))
+        found = _pick(r for r in self._search(runs.experiment_id, flt) if not _replaced(r))
+        return _record(found[(trial.variant.id, trial.seed)]) if found else None
+
+    def _trial_runs(self, experiment_id: str) -> dict[tuple[str, int], Any]:
+        """One run per (variant id, seed) in the experiment (see :func:`_pick`)."""
+        return _pick(r for r in self._search(experiment_id, "tags.`ablate.role` = 'trial'")
+                     if not _replaced(r))
+
+    def replace_trials(self, records: list[TrialRecord]) -> None:
+        """Keep these runs but never read them again (``--rerun-changed``)."""
+        for record in records:
+            self.client.set_tag(record.run_id, "ablate.replaced", "true")
 
     def start_trial(self, study: Study, runs: StudyRuns, trial: Trial) -> str:
         """Create the trial's child run with its tags and params; returns the run id."""
@@ -189,6 +221,7 @@ class Tracker:
             "ablate.seed": str(trial.seed),
             "ablate.baseline": "true" if v.baseline else "false",
             "ablate.levels": _dumps(v.levels)[:5000],
+            "ablate.plan": runs.plan,
         })
 
     def start_tuning(self, study: Study, runs: StudyRuns, trial: Trial, number: int) -> str:
@@ -221,16 +254,17 @@ class Tracker:
         """One row per tuning trial: variant, label, number, status, final value, tuned params."""
         import pandas as pd
 
-        runs = self.find_study(study)
+        exp_id = self.experiment_id(study)
         keys = list(study.tune)
         columns = ["run_id", "variant", "label", "number", "status", "value", *keys]
-        if runs is None or not keys:
+        if exp_id is None or not keys:
             return pd.DataFrame(columns=columns)
-        flt = (f"tags.`mlflow.parentRunId` = '{runs.parent_run_id}' and "
-               f"tags.`ablate.role` = 'tuning'")
+        planned = {v.id for v in study.variants}
         rows = []
-        for run in self._search(runs.experiment_id, flt):
+        for run in self._search(exp_id, "tags.`ablate.role` = 'tuning'"):
             tags, params = run.data.tags, run.data.params
+            if tags.get("ablate.variant") not in planned:
+                continue
             rows.append({
                 "run_id": run.info.run_id,
                 "variant": tags["ablate.variant"],
@@ -324,28 +358,28 @@ class Tracker:
                 return out
 
     def results(self, study: Study) -> pd.DataFrame:
-        """One row per trial run of the study (see :func:`results`)."""
+        """One row per trial of the study's current plan (see :func:`results`)."""
         import pandas as pd
 
-        runs = self.find_study(study)
         columns = ["run_id", "variant", "label", "baseline", "seed", "status", *study.factors,
                    "final", "best", "n_params", "flops_per_sample", "train_seconds",
-                   "peak_mem_mb", "epochs", "device", "tuned", "error"]
-        if runs is None:
-            return pd.DataFrame(columns=columns)
-        flt = f"tags.`mlflow.parentRunId` = '{runs.parent_run_id}'"
+                   "peak_mem_mb", "epochs", "device", "tuned", "error", "code",
+                   *(f"env.{k}" for k in ENVIRONMENT)]
+        exp_id = self.experiment_id(study)
+        found = self._trial_runs(exp_id) if exp_id is not None else {}
         rows = []
-        for run in self._search(runs.experiment_id, flt):
-            tags, metrics = run.data.tags, run.data.metrics
-            if tags.get("ablate.role") != "trial":
+        for trial in study.trials:
+            run = found.get((trial.variant.id, trial.seed))
+            if run is None:
                 continue
+            tags, metrics = run.data.tags, run.data.metrics
             levels = json.loads(tags.get("ablate.levels", "{}"))
             rows.append({
                 "run_id": run.info.run_id,
-                "variant": tags["ablate.variant"],
+                "variant": trial.variant.id,
                 "label": tags.get("ablate.label", ""),
                 "baseline": tags.get("ablate.baseline") == "true",
-                "seed": int(tags["ablate.seed"]),
+                "seed": trial.seed,
                 "status": tags.get("ablate.status", ""),
                 **{k: _level(levels.get(k)) for k in study.factors},
                 "final": metrics.get(f"final_{study.metric}", float("nan")),
@@ -354,11 +388,30 @@ class Tracker:
                 "device": tags.get("ablate.device", ""),
                 "tuned": tags.get("ablate.tuned", ""),
                 "error": tags.get("ablate.error", ""),
+                "code": tags.get("ablate.code", ""),
+                **{f"env.{k}": tags.get(f"ablate.env.{k}", "") for k in ENVIRONMENT},
             })
-        df = pd.DataFrame(rows, columns=columns)
-        order = {v.id: i for i, v in enumerate(study.variants)}
-        df["_order"] = df["variant"].map(order).fillna(len(order))
-        return df.sort_values(["_order", "seed"]).drop(columns="_order").reset_index(drop=True)
+        return pd.DataFrame(rows, columns=columns)
+
+    def left_out(self, study: Study) -> list[tuple[str, int]]:
+        """Trial runs of the experiment outside the current plan, grouped by the settings in
+        which they differ from it: ``[(description, run count), ...]``, largest group first."""
+        exp_id = self.experiment_id(study)
+        if exp_id is None:
+            return []
+        planned = {(t.variant.id, t.seed) for t in study.trials}
+        configs = {v.id: v.config for v in study.variants}
+        base = study.baseline_variant.config
+        groups: dict[str, int] = {}
+        for key, run in self._trial_runs(exp_id).items():
+            if key in planned:
+                continue
+            if key[0] in configs:  # a planned variant on a seed outside the plan
+                what = f"seed {key[1]} (not among the plan's seeds)"
+            else:
+                what = _differences(run.data.params, base, study)
+            groups[what] = groups.get(what, 0) + 1
+        return sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))
 
     def history(self, study: Study, keys: list[str] | None = None) -> pd.DataFrame:
         """Per-epoch metrics of every trial run, long format."""
@@ -393,6 +446,42 @@ def history(study: Study, tracking_uri: str | None = None) -> pd.DataFrame:
     """Per-epoch metrics of every trial (``run_id``, ``variant``, ``label``, ``seed``, ``key``,
     ``step``, ``value``)."""
     return Tracker(tracking_uri).history(study)
+
+
+def _replaced(run: Any) -> bool:
+    return run.data.tags.get("ablate.replaced") == "true"
+
+
+def _pick(runs: Any) -> dict[tuple[str, int], Any]:
+    """One run per (variant id, seed): a finished or diverged one if any (the newest of those),
+    else the newest. Two runs of one trial only arise from stores written before trials were
+    locked, or by a concurrent creation; reads must still be deterministic."""
+    best: dict[tuple[str, int], Any] = {}
+    for run in runs:
+        tags = run.data.tags
+        key = (tags["ablate.variant"], int(tags["ablate.seed"]))
+        rank = (tags.get("ablate.status") in DONE, run.info.start_time or 0, run.info.run_id)
+        if key not in best or rank > best[key][0]:
+            best[key] = (rank, run)
+    return {k: run for k, (_, run) in best.items()}
+
+
+def _record(run: Any) -> TrialRecord:
+    tags = run.data.tags
+    return TrialRecord(run.info.run_id, tags.get("ablate.status", ""), tags.get("ablate.code", ""))
+
+
+def _differences(params: Mapping[str, str], base: Mapping[str, Any], study: Study) -> str:
+    """What a run's settings have that the plan's baseline doesn't (factors aside)."""
+    diff = []
+    for key in sorted(set(params) | set(base)):
+        if key in study.factors or key == "seed":
+            continue
+        mine = _param(base[key]) if key in base else None
+        theirs = params.get(key)
+        if mine != theirs:
+            diff.append(f"{key}={theirs if theirs is not None else '(unset)'}")
+    return ", ".join(diff) if diff else "other factor levels"
 
 
 def sqlite_path(uri: str) -> Path | None:

@@ -1,7 +1,7 @@
 """The Ray executor end to end: a real local Ray instance (started once for this module), real
 MLflow stores (sqlite in temp dirs, and one real ``mlflow server`` over HTTP), tiny real
-training. Ray results are compared bitwise with the in-process executor's at the same thread
-count (one torch thread: each Ray trial gets ``--cpus-per-trial 1``, the default)."""
+training. Ray results are compared bitwise with the in-process executor's at default settings:
+both run each trial with ``train.threads`` torch threads (1 by default)."""
 
 from __future__ import annotations
 
@@ -151,17 +151,21 @@ def ray_local():
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """The tiny study trained in process with one torch thread: (snapshot, study file)."""
+    """The tiny study trained in process at default settings: (snapshot, study file).
+
+    The process starts with 2 torch threads; the study's train.threads (1 by default) decides."""
     import torch
 
     folder = tmp_path_factory.mktemp("reference")
     path = write(folder, TINY, EPOCHS=2)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(2)
     try:
         assert run(path, uri_of(folder), folder / "ck") == 0
     finally:
         torch.set_num_threads(threads)
+    assert {r.data.tags["ablate.env.threads"] for r in trial_runs(uri_of(folder), "tiny")} == {
+        "1"}
     snap = snapshot(uri_of(folder), "tiny")
     assert len(snap) == 4 and len({str(h) for _, _, h in snap.values()}) == 4  # not vacuous
     return snap, path
@@ -244,6 +248,7 @@ def test_tiny_study_on_ray_matches_in_process_bitwise(ray_local, reference, tmp_
     uri, ck = uri_of(tmp_path), tmp_path / "ck"
     assert run_ray(path, uri, ck) == 0
     assert snapshot(uri, "tiny") == ref  # same trials, statuses, bitwise metric histories
+    assert {r.data.tags["ablate.env.threads"] for r in trial_runs(uri, "tiny")} == {"1"}
     assert parent_run(uri, "tiny").info.status == "FINISHED"
     assert not list(ck.glob("tiny/*/checkpoint.pt"))
     before = {r.info.run_id for r in trial_runs(uri, "tiny")}

@@ -23,25 +23,36 @@ TINY = {
 }
 
 
+def tiny_args(name: str, cifar_files) -> list[str]:
+    """TINY's settings, with the data read from small files the tests write."""
+    root = cifar_files[0]
+    if name == "cifar10_cnn.py":
+        return [*TINY[name], "--set", f"data.root={str(root)!r}"]
+    if name == "charlm_rnn.py":
+        corpus = root.parent / "corpus.txt"
+        corpus.write_text("Thus spoke a small test corpus, again and again. " * 400)
+        return [*TINY[name], "--set", f"data.path={str(corpus)!r}"]
+    return list(TINY[name])
+
+
 def test_every_study_is_covered():
     assert {p.name for p in STUDIES.glob("*.py")} == set(TINY)
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
-def test_study_plans_and_states_its_hypothesis(name):
+def test_study_plans_and_states_its_hypothesis(name, cifar_files):
     study = load_study(STUDIES / name)
     doc = (STUDIES / name).read_text().split('"""')[1]
     assert "Hypothesis" in doc and "ablate run" in doc
-    assert main(["plan", str(STUDIES / name)]) == 0
+    # `ablate plan` loads the data once (from files the tests write: nothing is downloaded)
+    assert main(["plan", str(STUDIES / name), *tiny_args(name, cifar_files)]) == 0
     assert len(study.trials) >= 2 * len(study.seeds)
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_study_runs_at_a_tiny_size(name, tmp_path, monkeypatch, cifar_files):
     monkeypatch.chdir(tmp_path)
-    args = list(TINY[name])
-    if name == "cifar10_cnn.py":
-        args += ["--set", f"data.root={str(cifar_files[0])!r}"]
+    args = tiny_args(name, cifar_files)
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     path = str(STUDIES / name)
     assert main(["run", path, *args, "--seeds", "1", "--tracking-uri", uri]) == 0

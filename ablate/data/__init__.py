@@ -1,10 +1,27 @@
-"""Device-resident datasets: image classification (``ImageData``) and character LM (``TextData``).
+"""Device-resident datasets: image classification (``ImageData``), other classification inputs
+(``ArrayData``) and character LM (``TextData``).
 
-Factories take the study's ``data.*`` settings as keyword arguments. torchvision and scikit-learn
-are imported only inside ``cifar10`` and ``digits``.
+Factories take the study's ``data.*`` settings as keyword arguments: ``digits``, ``cifar10``,
+``image_folder`` (a folder per class), ``text`` (a file, or a corpus by name); ``from_arrays``
+wraps arrays a study's own data function has loaded. torchvision and scikit-learn are imported
+only inside the factories that use them.
 """
 
+from ablate.data.arrays import ArrayData, from_arrays
+from ablate.data.cache import ChecksumError
 from ablate.data.corpus import TextData, text
+from ablate.data.folder import ImageFolderError, image_folder
 from ablate.data.images import ImageData, cifar10, digits
 
-__all__ = ["ImageData", "TextData", "cifar10", "digits", "text"]
+__all__ = [
+    "ArrayData",
+    "ChecksumError",
+    "ImageData",
+    "ImageFolderError",
+    "TextData",
+    "cifar10",
+    "digits",
+    "from_arrays",
+    "image_folder",
+    "text",
+]

@@ -1,11 +1,10 @@
-"""Device-resident character-level language-model data with BPTT batching."""
+"""Device-resident character-level language-model data with BPTT batching: a file or a name."""
 
 from __future__ import annotations
 
 import itertools
 import math
 import random
-import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ablate.data.cache import cache_dir, download, sha256_file
 from ablate.data.images import _check_fraction, _check_positive_int, derive_seed
 
 
@@ -101,23 +101,50 @@ class TextData:
         return self._windows(self.val, itertools.repeat(self.bptt))
 
 
-def _stdlib_text(max_chars: int | None) -> str:
-    """The top-level ``.py`` files of Python's standard library, sorted by name, concatenated."""
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted(stdlib.glob("*.py"))
-    if not files:
-        raise FileNotFoundError(f"no .py files in the standard library at {stdlib}; set data.path")
-    parts, total = [], 0
-    for f in files:
-        parts.append(f.read_text(encoding="utf-8", errors="replace"))
-        total += len(parts[-1])
-        if max_chars is not None and total >= max_chars:
-            break
-    return "".join(parts)[:max_chars]
+@dataclass(frozen=True)
+class Corpus:
+    """A text known by name: where it is downloaded from and the SHA-256 it must have."""
+
+    url: str
+    sha256: str
+
+
+# "nietzsche": Beyond Good and Evil (English, public domain), the fast.ai lesson-6 corpus:
+# 600,893 characters, 85 distinct.
+CORPORA: dict[str, Corpus] = {
+    "nietzsche": Corpus(
+        url="https://s3.amazonaws.com/text-datasets/nietzsche.txt",
+        sha256="23cf69874ab69d3d256099ab530ea4be24d47d9675b673bcc67cbcd6298ec647",
+    ),
+}
+
+
+def corpus_file(name: str) -> Path:
+    """The cached file of corpus ``name``, downloaded and checked against its SHA-256 if needed.
+
+    A cached copy whose checksum no longer matches is downloaded again.
+    """
+    if name not in CORPORA:
+        raise ValueError(
+            f"unknown corpus data.name={name!r}; known: {', '.join(sorted(CORPORA))}. "
+            f"Fix: use one of those, or set data.path to a UTF-8 text file."
+        )
+    corpus = CORPORA[name]
+    file = cache_dir() / "text" / f"{name}.txt"
+    if file.is_file() and sha256_file(file) == corpus.sha256:
+        return file
+    try:
+        return download(corpus.url, file, sha256=corpus.sha256)
+    except ConnectionError as e:
+        raise ConnectionError(
+            f"corpus {name!r} is not cached in {file.parent}/ and {e}. Fix: connect to the "
+            f"internet once, or download it yourself and set data.path to the file."
+        ) from e
 
 
 def text(
     *,
+    name: str = "nietzsche",
     path: str | None = None,
     batch_size: int = 64,
     bptt: int = 70,
@@ -125,9 +152,12 @@ def text(
     val_fraction: float = 0.1,
     max_chars: int | None = 1_000_000,
 ) -> TextData:
-    """A character corpus from a utf-8 file (first ``max_chars``), or Python's stdlib source.
+    """A character corpus (first ``max_chars``): the UTF-8 file ``path``, else the corpus ``name``.
 
-    The vocabulary is the sorted distinct characters; the last ``val_fraction`` is validation.
+    ``path``, when set, is read instead of the named corpus. Named corpora (``CORPORA``:
+    ``"nietzsche"``) are downloaded once into the cache folder (``ablate.data.cache.cache_dir()``)
+    and checked against a stored SHA-256. The vocabulary is the sorted distinct characters; the
+    last ``val_fraction`` is validation.
     """
     _check_positive_int("batch_size", batch_size)
     _check_positive_int("bptt", bptt)
@@ -135,13 +165,14 @@ def text(
     if max_chars is not None:
         _check_positive_int("max_chars", max_chars)
     if path is None:
-        source, corpus = "the standard-library corpus", _stdlib_text(max_chars)
+        file, source = corpus_file(name), f"corpus {name!r}"
     else:
         file = Path(path).expanduser()
         if not file.is_file():
             raise FileNotFoundError(f"text file '{file}' not found; set data.path to a text file")
-        with file.open(encoding="utf-8") as f:
-            source, corpus = f"'{file}'", f.read(-1 if max_chars is None else max_chars)
+        source = f"'{file}'"
+    with file.open(encoding="utf-8") as f:
+        corpus = f.read(-1 if max_chars is None else max_chars)
     needed = batch_size * bptt * 2
     if len(corpus) < needed:
         raise ValueError(

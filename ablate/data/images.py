@@ -33,6 +33,13 @@ def _check_fraction(name: str, value: float) -> None:
         raise ValueError(f"{name} must be in (0, 1), got {value!r}")
 
 
+def epoch_permutation(n: int, *, seed: int, epoch: int, device: torch.device) -> Tensor:
+    """The shuffled order of ``n`` samples for (seed, epoch): drawn on the CPU, so it is the same
+    on every device, and moved to ``device`` once."""
+    generator = torch.Generator().manual_seed(derive_seed(seed, epoch, "perm"))
+    return torch.randperm(n, generator=generator).to(device)
+
+
 def crop_flip(x: Tensor, dy: Tensor, dx: Tensor, flip: Tensor, pad: int) -> Tensor:
     """Per-image crop of the zero-padded batch at offsets (dy, dx) in [0, 2*pad], then flip.
 
@@ -130,8 +137,7 @@ class ImageData:
         once per epoch; the augmentation offsets are drawn once per epoch on the data's device.
         """
         n = len(self.x_train)
-        perm_gen = torch.Generator().manual_seed(derive_seed(seed, epoch, "perm"))
-        perm = torch.randperm(n, generator=perm_gen).to(self.device)
+        perm = epoch_permutation(n, seed=seed, epoch=epoch, device=self.device)
         if self.augment:
             gen = torch.Generator(self.device).manual_seed(derive_seed(seed, epoch, "augment"))
             kw = {"generator": gen, "device": self.device}
@@ -158,6 +164,36 @@ def _normalise(x_train: Tensor, x_val: Tensor) -> tuple[tuple[float, ...], tuple
     for x in (x_train, x_val):
         x.sub_(mean[:, None, None]).div_(std[:, None, None])
     return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def channel_stats(
+    x: Tensor, *, scale: float = 1.0, chunk: int = 4096
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of ``x / scale`` for images ``[N, C, H, W]`` of any dtype.
+
+    Accumulated in float64 over chunks of ``chunk`` images, so uint8 images are never converted
+    whole. A constant channel gets std 1 (it is only centred).
+    """
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for start in range(0, len(x), chunk):
+        part = x[start : start + chunk].to(torch.float64).div_(scale)
+        total += part.sum(dim=(0, 2, 3))
+        squares += part.square().sum(dim=(0, 2, 3))
+    count = x.numel() // x.shape[1]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(0).sqrt()
+    std = torch.where(std > 1e-12, std, torch.ones_like(std))
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def normalised(
+    x: Tensor, mean: tuple[float, ...], std: tuple[float, ...], *, scale: float = 1.0
+) -> Tensor:
+    """A new float32 tensor ``(x / scale - mean) / std`` per channel (``x`` is left untouched)."""
+    out = x.to(torch.float32, memory_format=torch.contiguous_format, copy=True).div_(scale)
+    mean_t, std_t = (torch.tensor(v, device=x.device)[:, None, None] for v in (mean, std))
+    return out.sub_(mean_t).div_(std_t)
 
 
 def _first(t: Tensor, n: int | None) -> Tensor:

@@ -14,6 +14,7 @@ _PLACEHOLDERS: dict[str, Any] = {
     "in_channels": 3,
     "image_size": 32,
     "vocab_size": 64,
+    "in_features": 16,
 }
 
 
@@ -65,13 +66,20 @@ def check_data(study: Study) -> int:
         key = canonical(kwargs)
         if key in loaded:
             continue
+        name = getattr(study.data, "__name__", repr(study.data))
         try:
-            study.data(**kwargs)
+            data = study.data(**kwargs)
         except Exception as exc:
-            name = getattr(study.data, "__name__", repr(study.data))
             raise StudyError(
                 f"the data for variant {variant.label!r} can't be loaded: {name} raised "
                 f"{type(exc).__name__}: {exc}"
             ) from None
+        if getattr(data, "task", None) not in ("classification", "language_model"):
+            raise StudyError(
+                f"data={name} returned {type(data).__name__}, which the built-in training loop "
+                f"can't train on. Fix: return ablate.data.ImageData (e.g. from image_folder() or "
+                f"from_arrays() on images), ArrayData (from_arrays() on other inputs) or "
+                f"TextData (text()), or pass train=fn to train on anything else."
+            )
         loaded.add(key)
     return len(loaded)

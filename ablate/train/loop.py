@@ -2,8 +2,9 @@
 
 Per epoch: train, evaluate, log once. Metrics accumulate on the device and are read once per
 epoch (no per-step ``.item()``), so the loop costs almost nothing over a hand-written one.
-Tasks follow the data: ``classification`` (cross-entropy, accuracy) and ``language_model``
-(stateful BPTT, cross-entropy per character, bits per character and perplexity).
+Tasks follow the data: ``classification`` (``ImageData`` or ``ArrayData``: cross-entropy,
+accuracy) and ``language_model`` (``TextData``: stateful BPTT, cross-entropy per character, bits
+per character and perplexity).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ablate.data.images import ImageData
 from ablate.study import DATA_DERIVED, canonical
-from ablate.train.cost import count_params, peak_memory_mb, train_flops_per_sample
+from ablate.train.cost import PeakMemory, count_params, train_flops_per_sample
 from ablate.train.optim import make_optimizer, make_scheduler
 from ablate.train.run import Run
 
@@ -34,16 +36,17 @@ def fit(
     """Train ``model_fn(**model.*)`` on ``data_fn(**data.*)`` as ``run.config`` says."""
     config = run.config
     device = run.device
+    memory = PeakMemory(device)  # this trial's peak, from here
     cuda = device.type == "cuda"
     data = data_fn(**factory_kwargs(config, "data"))
     task = getattr(data, "task", None)
     if task not in ("classification", "language_model"):
         raise TypeError(
             f"the data factory returned {type(data).__name__}, which has no task "
-            f"'classification' or 'language_model'. Fix: return ablate.data.ImageData or "
-            f"TextData, or use train=fn for other tasks."
+            f"'classification' or 'language_model'. Fix: return ablate.data.ImageData, "
+            f"ArrayData (from_arrays) or TextData, or use train=fn for other tasks."
         )
-    channels_last = cuda and bool(config["train.channels_last"]) and task == "classification"
+    channels_last = cuda and bool(config["train.channels_last"]) and isinstance(data, ImageData)
     data = data.to(device, channels_last=True) if channels_last else data.to(device)
 
     model = model_fn(**model_kwargs(model_fn, config, data.model_kwargs)).to(device)
@@ -88,7 +91,9 @@ def fit(
             "scheduler": scheduler.state_dict(),
             "epoch": epoch + 1,
         })
-    run.summary["peak_mem_mb"] = peak_memory_mb(device)
+    peak = memory.mb()
+    if peak is not None:
+        run.summary["peak_mem_mb"] = peak
     if config["train.keep_weights"]:
         run.keep_weights(model.state_dict())
 

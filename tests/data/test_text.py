@@ -1,10 +1,12 @@
-import sysconfig
+import hashlib
 from pathlib import Path
 
 import pytest
 import torch
 
-from ablate.data import TextData, text
+from ablate.data import ChecksumError, TextData, text
+from ablate.data import cache as cache_module
+from ablate.data.corpus import CORPORA, Corpus
 
 CORPUS = "".join(
     "\n" if i % 61 == 60 else "é日 .,"[i % 5] if i % 17 == 0 else chr(97 + (i * 7 + i // 13) % 26)
@@ -73,15 +75,67 @@ def test_random_bptt_lengths_vary_and_are_reproducible(corpus_file):
     assert {x.shape[1] for x, _ in list(data.val_batches())[:-1]} == {20}  # val: fixed windows
 
 
-def test_default_corpus_is_deterministic_stdlib_source():
-    first = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))[0]
-    data = text(max_chars=20_000)
-    assert len(data.train) + len(data.val) == 20_000
-    assert first.read_text(encoding="utf-8").startswith(data.decode(data.train[:500]))
-    again = text(max_chars=20_000)
-    assert again.vocab == data.vocab and torch.equal(again.train, data.train)
-    full = text()
-    assert len(full.train) + len(full.val) == 1_000_000 and full.steps_per_epoch > 100
+@pytest.fixture
+def served(tmp_path, monkeypatch) -> dict:
+    """"nietzsche" served from a file:// URL of CORPUS, with its real checksum; every fetch counted.
+
+    The cache folder is a fresh ``ABLATE_CACHE_DIR``; nothing is downloaded from the internet.
+    """
+    source = tmp_path / "served.txt"
+    source.write_text(CORPUS, encoding="utf-8")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ABLATE_CACHE_DIR", str(cache))
+    sha = hashlib.sha256(CORPUS.encode()).hexdigest()
+    monkeypatch.setitem(CORPORA, "nietzsche", Corpus(url=source.as_uri(), sha256=sha))
+    fetched = []
+    opener = cache_module.urlopen
+
+    def counting(url, *args, **kwargs):
+        fetched.append(url)
+        return opener(url, *args, **kwargs)
+
+    monkeypatch.setattr(cache_module, "urlopen", counting)
+    return {"source": source, "cache": cache, "fetched": fetched}
+
+
+def test_named_corpus_is_downloaded_once_then_read_from_the_cache(served):
+    data = text(batch_size=4, bptt=10)  # the default corpus is "nietzsche"
+    assert data.decode(data.train) + data.decode(data.val) == CORPUS
+    assert served["fetched"] == [served["source"].as_uri()]
+    assert [p.name for p in (served["cache"] / "text").iterdir()] == ["nietzsche.txt"]
+    served["source"].unlink()  # a second fetch would fail now
+    again = text(name="nietzsche", batch_size=4, bptt=10, max_chars=1000)
+    assert len(served["fetched"]) == 1 and len(again.train) == 900
+
+
+def test_checksum_mismatch_caches_nothing(served, monkeypatch):
+    real = "23cf69874ab69d3d256099ab530ea4be24d47d9675b673bcc67cbcd6298ec647"
+    monkeypatch.setitem(CORPORA, "nietzsche", Corpus(served["source"].as_uri(), real))
+    with pytest.raises(ChecksumError, match=f"expected {real}; nothing was cached") as info:
+        text(name="nietzsche", batch_size=4, bptt=10)
+    assert isinstance(info.value, ValueError) and "data.path" in str(info.value)
+    assert list((served["cache"] / "text").iterdir()) == []  # no file, no temporary file
+
+
+def test_a_damaged_cached_copy_is_downloaded_again(served):
+    text(batch_size=4, bptt=10)
+    (served["cache"] / "text" / "nietzsche.txt").write_text("tampered")
+    data = text(batch_size=4, bptt=10)
+    assert len(served["fetched"]) == 2 and data.decode(data.val) == CORPUS[-500:]
+
+
+def test_failed_download_and_unknown_name(served):
+    served["source"].unlink()
+    with pytest.raises(ConnectionError, match="is not cached in .* data.path"):
+        text(batch_size=4, bptt=10)
+    assert list((served["cache"] / "text").iterdir()) == []
+    with pytest.raises(ValueError, match="unknown corpus data.name='bard'; known: nietzsche"):
+        text(name="bard")
+
+
+def test_path_wins_over_name(served, corpus_file):
+    data = text(name="no-such-corpus", path=str(corpus_file), batch_size=4, bptt=10)
+    assert data.decode(data.train[:50]) == CORPUS[:50] and served["fetched"] == []
 
 
 def test_missing_empty_and_short_files(tmp_path):
