@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import copy
-import resource
-import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -62,9 +61,36 @@ def _without_state(model: nn.Module) -> nn.Module:
     return model
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory: allocated CUDA memory on a GPU, else the process's peak resident set."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+class PeakMemory:
+    """Peak memory of one trial, measured from when this object is made (the trial's start).
+
+    CUDA: the most memory torch allocated on the device (its peak statistics are reset here).
+    CPU on Linux: the process's peak resident set (``VmHWM``), reset here by writing ``5`` to
+    ``/proc/self/clear_refs``; it includes the Python process and torch themselves. Elsewhere
+    there is no per-trial figure (``ru_maxrss`` is a maximum over the whole process's life, so
+    it would carry over from earlier trials): :meth:`mb` returns None.
+    """
+
+    STATUS = Path("/proc/self/status")
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.measured = True
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            return
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            self.measured = False
+
+    def mb(self) -> float | None:
+        """The peak so far in MiB, or None where it can't be measured per trial."""
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        if not self.measured:
+            return None
+        for line in self.STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**10  # kB
+        return None
