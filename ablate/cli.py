@@ -167,8 +167,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_models(study)
     _check_data(study)  # a missing file or a wrong data type is reported before any write
     from ablate.execute import EnvironmentProblem, checkpoint_root, run_study
-    from ablate.track import Tracker, TrackingError, quiet_mlflow, resolve_uri
+    from ablate.track import Tracker, TrackingError, bound_http_waits, quiet_mlflow, resolve_uri
 
+    bound_http_waits()  # a tracking server that dies mid-study ends it within about a minute
     ray_options = _ray_options(args)
     with quiet_mlflow():
         try:
@@ -189,7 +190,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return _dry_run(study, tracker)
         from ablate.progress import StudyProgress
 
-        with StudyProgress(study) as progress, _store_lost():
+        with StudyProgress(study) as progress, _store_lost(tracker.uri):
             if ray_options is None:
                 runs, outcomes = run_study(
                     study,
@@ -211,7 +212,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                                    on_trial_end=progress.trial_ended)
                 except EnvironmentProblem as exc:
                     raise UsageError(str(exc)) from None
-        table = tracker.results(study)
+            table = tracker.results(study)
     from ablate.progress import print_summary
 
     print_summary(study, table, outcomes, runs, tracker.uri)
@@ -249,13 +250,28 @@ class StoreLost(Exception):
 
 
 @contextlib.contextmanager
-def _store_lost() -> Iterator[None]:
+def _store_lost(uri: str) -> Iterator[None]:
+    """A tracking store that fails mid-study (a server gone, a database file deleted) ends the
+    study with one clear message, whichever call noticed it first."""
     from ablate.track import TrackingError
 
     try:
         yield
     except TrackingError as exc:
         raise StoreLost(str(exc)) from None
+    except Exception as exc:
+        if not type(exc).__module__.startswith(_STORE_ERRORS):
+            raise
+        from ablate.track import describe_failure
+
+        raise StoreLost(
+            f"the tracking store {uri} failed mid-study ({describe_failure(exc)}). What "
+            f"was logged before is kept, and so are the checkpoints: run `ablate run` again when "
+            f"the store is back, and interrupted trials resume in their MLflow runs."
+        ) from None
+
+
+_STORE_ERRORS = ("mlflow", "sqlalchemy", "sqlite3", "requests", "urllib3", "psycopg2")
 
 
 def _ray_options(args: argparse.Namespace) -> Any:
@@ -313,9 +329,25 @@ def cmd_report(args: argparse.Namespace) -> int:
             path = write_report(results, history, spec, out, samples=samples, cams=cams,
                                 tuning=tuning)
         tracker.log_report(runs, out)
+        runs = tracker.prepare_view(study, runs)
+        record_verdicts(tracker, study, runs, results, spec)
+    from ablate.track import runs_url, ui_hint, ui_host
+
     print(f"report: {path} ({len(results)} trial runs; figures and results.csv beside it; also "
           f"logged to the study's MLflow run {runs.parent_run_id})")
+    print(f"the variants with these verdicts, in MLflow's UI: "
+          f"{runs_url(runs, ui_host(tracker.uri))}{ui_hint(tracker.uri)}")
     return EXIT_OK
+
+
+def record_verdicts(tracker: Any, study: Study, runs: Any, results: Any, spec: Any) -> None:
+    """The report's verdict for each variant (its comparison with the baseline, as the
+    report's variant table gives it) onto the variant's row in MLflow (tag ablate.verdict)."""
+    from ablate.report import compare
+
+    verdicts = {row.variant: str(row.verdict) for row in compare(results, spec).itertuples()}
+    verdicts[study.baseline_variant.id] = "baseline"
+    tracker.record_verdicts(study, runs, verdicts)
 
 
 def _no_runs(study: Study, uri: str, study_file: str, left_out: list[tuple[str, int]]) -> str:
@@ -329,10 +361,18 @@ def _no_runs(study: Study, uri: str, study_file: str, left_out: list[tuple[str, 
             f"as the `ablate run` that trained them, or run this plan first.")
 
 
+# `ablate ui` runs MLflow's server as light as serving the UI allows: one web worker (MLflow
+# starts four) and none of the background job runners (huey consumers for GenAI jobs, periodic
+# tasks) that MLflow starts by default and the runs table never uses.
+UI_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+          "MLFLOW_SERVER_JOB_ENABLE_PERIODIC_TASKS": "false"}
+UI_READY_TIMEOUT_S = 600.0  # a busy machine can take minutes to start it
+
+
 def ui_command(uri: str, host: str, port: int) -> list[str]:
-    """The ``mlflow ui`` command line for a store."""
-    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host,
-            "--port", str(port)]
+    """The ``mlflow server`` command line for a store (run with :data:`UI_ENV`)."""
+    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host,
+            "--port", str(port), "--workers", "1"]
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -346,10 +386,80 @@ def cmd_ui(args: argparse.Namespace) -> int:
         print(f"ablate ui: warning: binding to {args.host} exposes every run in {uri} to the "
               f"network WITHOUT authentication. Prefer the default 127.0.0.1 with an SSH tunnel, "
               f"or put an authenticating proxy in front.", file=sys.stderr)
-    print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
-    command = ui_command(uri, args.host, args.port)
-    os.execv(command[0], command)  # mlflow takes this process over: signals reach it directly
-    return EXIT_OK  # pragma: no cover - not reached
+    local = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    base = f"http://{f'[{local}]' if ':' in local else local}:{args.port}"
+    return serve_ui(ui_command(uri, args.host, args.port), uri, base)
+
+
+def serve_ui(command: list[str], uri: str, base: str) -> int:
+    """Start MLflow's server, say when it answers (its /health) and where each study's runs
+    are, then wait for it; Ctrl-C or SIGTERM stops it."""
+    import signal
+    import subprocess
+    import time
+
+    print(f"starting MLflow's UI for {uri} on {base} ...", flush=True)
+    start = time.monotonic()
+    proc = subprocess.Popen(command, env={**os.environ, **UI_ENV})
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        if not _wait_for_health(proc, base, start + UI_READY_TIMEOUT_S):
+            code = proc.poll()
+            print("ablate ui: error: MLflow's server "
+                  + (f"exited (code {code})" if code is not None else
+                     f"did not answer within {UI_READY_TIMEOUT_S:.0f} s")
+                  + f" before serving {base} (its messages are above). Fix: pick a free "
+                  f"--port, or check the store {uri}.", file=sys.stderr)
+            return EXIT_INVALID
+        print(f"MLflow UI ready at {base} after {time.monotonic() - start:.0f} s (Ctrl-C to "
+              f"stop).", flush=True)
+        _print_study_urls(uri, base)
+        return EXIT_OK if proc.wait() == 0 else EXIT_FAILED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if proc.poll() is None:
+            proc.terminate()  # mlflow's command passes it on to its web server
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_for_health(proc: Any, base: str, deadline: float) -> bool:
+    """Poll the server's /health until it answers 200; False if it exits or never answers."""
+    import time
+    import urllib.request
+
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=5) as reply:
+                if reply.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def _print_study_urls(uri: str, base: str) -> None:
+    """One line per study in the store: the URL of its current plan's runs."""
+    from ablate.track import Tracker, quiet_mlflow, runs_url
+
+    try:
+        with quiet_mlflow():
+            plans = Tracker(uri).current_plans()
+    except Exception as exc:  # the UI works without the links
+        print(f"  (could not list the studies in {uri}: {type(exc).__name__}: {exc})")
+        return
+    if not plans:
+        print(f"  no ablate study in {uri} yet: `ablate run STUDY.py` (same store) adds one.")
+    for name, runs, has_view in plans:
+        print(f"  study {name}: {runs_url(runs, base, view=has_view)}", flush=True)
 
 
 def _cams(study: Study, tracker: Any, results: Any, tmp: Path) -> Path | None:

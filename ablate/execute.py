@@ -27,7 +27,7 @@ from typing import IO, Any, NamedTuple
 from urllib.parse import urlparse
 
 from ablate.study import Study, Trial
-from ablate.track import StudyRuns, Tracker, TrackingError
+from ablate.track import StudyRuns, Tracker, TrackingError, describe_failure
 
 DEFAULT_CHECKPOINT_DIR = ".ablate/checkpoints"
 
@@ -122,12 +122,15 @@ def run_trial(
                 best = tuned_values(study, trial.variant, tracker, runs, root, on_log=on_log)
                 trial = Trial(replace(trial.variant, config={**trial.variant.config, **best}),
                               trial.seed)
-            except Exception:
-                tuning_error = traceback.format_exc()
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
+                tuning_error = _failure(exc)
         if record is None:
             run_id, logged_through = tracker.start_trial(study, runs, trial), -1
-        else:
-            run_id, logged_through = record.run_id, tracker.resume_trial(record.run_id)
+        else:  # also completes the params and tags of a run created just before a kill
+            run_id = record.run_id
+            logged_through = tracker.resume_trial(study, runs, trial, run_id)
         if study.tune and tuning_error is None:
             tracker.set_tags(run_id, {"ablate.tuned": json.dumps(
                 {k: trial.variant.config[k] for k in study.tune})})
@@ -145,25 +148,44 @@ def run_trial(
         except KeyboardInterrupt:
             tracker.interrupt_trial(run_id)
             raise
-        except Exception:
-            status, error = "failed", traceback.format_exc()
+        except BaseException as exc:  # SystemExit from user code too: the trial failed
+            status, error = "failed", _failure(exc)
         summary = _summary(run) if run is not None else {}
         try:
             tracker.end_trial(run_id, status, summary, error)
         except Exception as exc:  # the store went away mid-study: stop, keep the checkpoint
             raise TrackingError(
                 f"the tracking store {tracker.uri} failed while recording trial "
-                f"{trial.variant.label!r} seed {trial.seed} ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0][:200] if str(exc) else ''}). What was logged before "
+                f"{trial.variant.label!r} seed {trial.seed} ({describe_failure(exc)}). What "
+                f"was logged before "
                 f"is kept, and so is the trial's checkpoint: run `ablate run` again when the "
                 f"store is back, and the trial resumes in the same MLflow run."
             ) from None
         if run is not None and status != "failed":  # a failed trial retries from its checkpoint
             run.clear_checkpoint()
         del run
+        update_variant_row(study, trial, tracker, runs, root)
         _free_memory(collect=status == "failed")
         value = summary.get(f"final_{study.metric}")
         return Outcome(trial, status, run_id, value, error)
+
+
+def update_variant_row(
+    study: Study, trial: Trial, tracker: Tracker, runs: StudyRuns, root: Path
+) -> None:
+    """Recompute the ended trial's variant row in MLflow's UI (mean, CI, counts) from the
+    store, in the process that trained the trial (in process or on a Ray worker), under a
+    per-variant lock so that two of its seeds ending at once write in turn. Best effort: the
+    trial is recorded already, and the plan's end writes every row again."""
+    import warnings
+
+    try:
+        with file_lock(root / study.name / f"{trial.variant.id}.row.lock", blocking=True):
+            tracker.update_variant(study, runs, trial.variant)
+    except Exception as exc:
+        warnings.warn(f"could not update the MLflow row of variant {trial.variant.label!r} "
+                      f"({type(exc).__name__}: {str(exc)[:200]}); the study's end retries it.",
+                      stacklevel=2)
 
 
 def tuned_values(
@@ -208,8 +230,8 @@ def tuned_values(
         except KeyboardInterrupt:
             tracker.interrupt_trial(run_id)
             raise
-        except Exception:
-            status, error = "failed", traceback.format_exc()
+        except BaseException as exc:
+            status, error = "failed", _failure(exc)
         summary = _summary(run)
         tracker.end_trial(run_id, status, summary, error)
         run.clear_checkpoint()
@@ -281,6 +303,15 @@ def changed_trials(study: Study, records: Mapping[tuple[str, int], Any]) -> list
         if record is not None and record.done and record.code != study.fingerprint:
             out.append(record)
     return out
+
+
+def _failure(exc: BaseException) -> str:
+    """The traceback of a failed trial; ``sys.exit(n)`` in training code says what it was."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if isinstance(exc, SystemExit):
+        text += (f"SystemExit: the training code called sys.exit({exc.code!r}); a trial can't "
+                 f"end the study. Fix: raise an exception, or return from train().\n")
+    return text
 
 
 def _train(study: Study, run: Any) -> str:

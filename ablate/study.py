@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ablate.config import parameter_types, train_defaults, train_problems, type_problem
+
 __all__ = [
     "DATA_DERIVED",
     "RUN_DEFAULTS",
@@ -48,29 +50,10 @@ __all__ = [
 Design = Literal["full_factorial", "one_at_a_time", "fractional"]
 DESIGNS = ("full_factorial", "one_at_a_time", "fractional")
 
-# Settings of the built-in training loop (``ablate.train``). They are part of every resolved
-# config of a model/data study, so they are logged as params and change the variant id.
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "train.epochs": 10,
-    "train.optimizer": "sgd",  # sgd | adam | adamw
-    "train.lr": 0.05,  # peak learning rate
-    "train.momentum": 0.9,  # sgd momentum; adam/adamw beta1
-    "train.nesterov": False,  # sgd only
-    "train.weight_decay": 5e-4,  # decoupled for adamw, L2 for sgd/adam
-    "train.schedule": "constant",  # constant | sgdr | onecycle
-    "train.cycle_len": 1,  # sgdr: epochs in the first cycle
-    "train.cycle_mult": 2,  # sgdr: each cycle is this many times longer than the last
-    "train.warmup_epochs": 0.0,  # linear warm-up from 0 to lr over this many epochs
-    "train.grad_clip": None,  # max global grad norm, or None
-    "train.layer_lrs": None,  # discriminative lrs: one multiplier per layer group, or None
-    "train.device": "auto",  # auto (cuda > mps > cpu) | cpu | cuda | cuda:1 | mps
-    "train.deterministic": True,  # deterministic algorithms (bitwise-reproducible on CPU)
-    "train.bf16": True,  # bf16 autocast on CUDA
-    "train.channels_last": True,  # channels_last memory format for 4-D inputs on CUDA
-    "train.activation_stats": True,  # per-layer activation mean/std on a fixed batch, per epoch
-    "train.keep_weights": False,  # log the final state_dict as an artifact
-    "train.threads": 1,  # CPU threads per trial (torch.set_num_threads): results depend on it
-}
+# Settings of the built-in training loop (``ablate.train``), declared with their types and
+# meaning in :class:`ablate.config.TrainConfig`. They are part of every resolved config of a
+# model/data study, so they are logged as params and change the variant id.
+TRAIN_DEFAULTS: dict[str, Any] = train_defaults()
 
 # Settings of every study, your own train=fn included: the executor applies them to each trial.
 RUN_DEFAULTS: dict[str, Any] = {"train.threads": TRAIN_DEFAULTS["train.threads"]}
@@ -86,6 +69,7 @@ TRAIN_OPTIONAL: dict[str, Any] = {
 DATA_DERIVED = ("num_classes", "in_channels", "image_size", "vocab_size", "in_features")
 
 _NAMESPACES = ("model", "data", "train")
+MAX_VARIANTS = 4096  # a design with more variants is refused before it is built
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _MAX_WORDS = ("acc", "f1", "auc", "precision", "recall", "score", "iou", "bleu", "top1", "top5")
 _MIN_WORDS = ("loss", "err", "bpc", "ppl", "perplexity", "mse", "mae", "nll", "time", "seconds")
@@ -200,6 +184,7 @@ class Study:
         self._check_sources()
         self.config = self._resolve_base()
         self._check_factors()
+        self._check_types()
         self.baseline = self._resolve_baseline()
         self._check_tuning()
         self.aliases: dict[str, list[str]] = {}
@@ -240,6 +225,12 @@ class Study:
         """A copy with base settings replaced (``--set key=value``), optionally other seeds and
         another tuning budget (``--tune-trials``)."""
         overrides = dict(overrides or {})
+        if tune_trials is not None and not self.tune:
+            raise StudyError(
+                f"--tune-trials {tune_trials}: study {self.name!r} tunes nothing (it has no "
+                f"tune=). Fix: drop --tune-trials, or add tune={{'train.lr': ('log', 1e-3, "
+                f"0.3)}} to the study."
+            )
         for key in overrides:
             if key in self.factors:
                 raise StudyError(
@@ -422,6 +413,34 @@ class Study:
         if self.uses_builtin_loop:
             self._check_required()
 
+    def _check_types(self) -> None:
+        """Each config value and factor level fits what receives it: ``train.*`` settings
+        (:class:`ablate.config.TrainConfig`), and the annotation, else the default's type, of
+        the model or data factory's parameter."""
+        if not self.uses_builtin_loop:
+            return
+        params = {"model": parameter_types(self.model), "data": parameter_types(self.data)}
+        values = [(k, v, "config") for k, v in self.user_config.items()]
+        values += [(k, level, "factor") for k, levels in self.factors.items() for level in levels]
+        for key, value, where in values:
+            ns, name = key.split(".", 1)
+            if ns == "train":
+                wrong = train_problems({key: value}, TRAIN_OPTIONAL)
+                problem = wrong[0].split(": ", 1)[1] if wrong else None
+            elif name in params.get(ns, {}):
+                annotation, default = params[ns][name]
+                problem = type_problem(value, annotation, default)
+            else:
+                continue
+            if problem is not None:
+                fix = ("change the level" if where == "factor" else "change the value")
+                raise StudyError(
+                    f"{where} {key}={value!r} does not fit: {problem}. Fix: {fix}"
+                    + (" (a string like 'no' is not False: write False)"
+                       if isinstance(value, str) and problem.startswith("expected True") else "")
+                    + "."
+                )
+
     def _resolve_baseline(self) -> dict[str, Any]:
         for key, value in self.user_baseline.items():
             if key not in self.factors:
@@ -486,8 +505,11 @@ class Study:
         else:  # the baseline always comes first
             combos.sort(key=lambda c: not _same(c, base))
         seen: list[dict[str, Any]] = []
+        keys: set[tuple[Any, ...]] = set()
         for combo in combos:
-            if not any(_same(combo, s) for s in seen):
+            key = tuple((k, type(v).__name__, repr(v)) for k, v in sorted(combo.items()))
+            if key not in keys:
+                keys.add(key)
                 seen.append(combo)
         kept = [c for c in seen if self._allowed(c)]
         if not kept or not _same(kept[0], base):
@@ -509,6 +531,15 @@ class Study:
                 f"Valid designs: {', '.join(DESIGNS)}, or a list of variants (dicts)."
             )
         if self.design == "full_factorial":
+            count = math.prod(len(levels) for levels in self.factors.values())
+            if count > MAX_VARIANTS:
+                raise StudyError(
+                    f"design='full_factorial' over {len(keys)} factors makes {count:,} variants, "
+                    f"more than {MAX_VARIANTS:,}. Fix: design='fractional' (two-level factors: "
+                    f"{2 ** max(1, math.ceil(math.log2(len(keys) + 1)))} runs), "
+                    f"design='one_at_a_time' ({1 + sum(len(v) - 1 for v in self.factors.values())}"
+                    f" variants), or fewer factors."
+                )
             return [dict(zip(keys, c)) for c in itertools.product(*self.factors.values())]
         if self.design == "one_at_a_time":
             combos = [dict(self.baseline)]
@@ -800,8 +831,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = ast.literal_eval(raw.strip())
     except (ValueError, SyntaxError):
-        if re.fullmatch(r"[A-Za-z_][\w.\-/~]*", raw.strip()):
-            value = raw.strip()  # a bare word: a string, e.g. --set train.schedule=sgdr
+        if re.fullmatch(r"[^\s'\"()\[\]{},]+", raw.strip()):
+            value = raw.strip()  # a bare word or path: a string (--set data.path=./corpus.txt)
         else:
             raise StudyError(
                 f"--set {text!r}: {raw!r} is not a Python literal. Fix: quote strings "

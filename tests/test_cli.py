@@ -106,6 +106,27 @@ def test_plan_shows_fractional_aliasing(tmp_path, capsys):
         (GOOD.replace('design="full_factorial"', 'design="fractional"').replace("[3, 5]",
                                                                               "[3, 5, 7]"),
          [], "two-level factors only"),
+        # settings checked at plan time (each used to train and fail, or write runs first)
+        (GOOD.replace("[True, False]", '["yes", "no"]'), [],
+         "factor model.batch_norm='yes' does not fit: expected True or False. Fix: change the "
+         "level (a string like 'no' is not False: write False)"),
+        (GOOD, ["--set", "train.optimizer=sgdd"],
+         "train.optimizer='sgdd' does not fit: expected one of 'sgd', 'adam', 'adamw'"),
+        (GOOD, ["--set", "train.schedule=cosine"],
+         "expected one of 'constant', 'sgdr', 'onecycle'"),
+        (GOOD, ["--set", "train.lr=-1"], "train.lr=-1 does not fit: must be greater than 0"),
+        (GOOD, ["--set", "train.epochs=0"], "train.epochs=0 does not fit: must be greater"),
+        (GOOD, ["--set", "train.epochs=2.5"], "train.epochs=2.5 does not fit: expected an int"),
+        (GOOD, ["--set", "data.batch_size=big"], "data.batch_size='big' does not fit"),
+        (GOOD, ["--set", "train.device=cuda:7"], "train.device='cuda:7' (variant 'baseline')"),
+        (GOOD.replace("seeds=2", "seeds=2, metric='val_accuracy'"), [],
+         "metric='val_accuracy' is never logged by the built-in loop for ImageData "
+         "(classification); did you mean 'val_acc'?"),
+        (GOOD, ["--tune-trials", "3"], "tunes nothing (it has no tune=). Fix: drop --tune-trials"),
+        ("from ablate import Study\nstudy = Study('big', train=lambda config, run: None, "
+         "factors={f'f{i}': [0, 1] for i in range(30)}, design='full_factorial', "
+         "metric='score')\n", [],
+         "design='full_factorial' over 30 factors makes 1,073,741,824 variants, more than 4,096"),
     ],
 )
 @pytest.mark.parametrize("command", ["plan", "run"])

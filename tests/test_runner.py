@@ -247,8 +247,11 @@ def test_corrupt_and_malicious_checkpoints_are_discarded(tiny, tmp_path):
     with open(ck / "tiny" / second.key / "checkpoint.pt", "wb") as f:
         pickle.dump({"state": Evil(), "ablate": {}}, f)
     dirty = uri_of(tmp_path, "dirty.db")
-    with pytest.warns(UserWarning, match="discarding unreadable checkpoint"):
+    with pytest.warns(UserWarning, match="discarded the unreadable checkpoint") as caught:
         assert run(tiny, dirty, ck) == 0
+    texts = [str(w.message) for w in caught if "checkpoint" in str(w.message)]
+    assert any("weights_only=True refuses" in t for t in texts)  # the pickled one, explained
+    assert not any("Re-running" in t or "weights_only` set to `False" in t for t in texts)
     assert not marker.exists()  # weights_only=True refused to run the payload
     assert histories(clean, "tiny", "val_acc") == histories(dirty, "tiny", "val_acc")
 

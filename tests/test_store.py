@@ -148,3 +148,27 @@ def test_unwritable_checkpoint_dir_creates_no_store(study, tmp_path, capsys):
                  "--checkpoint-dir", str(blocker / "ck")]) == 2
     assert "is not writable" in capsys.readouterr().err
     assert not db.exists()
+
+
+def test_store_deleted_mid_study_ends_it_with_the_store_lost_message(tmp_path, capsys):
+    db = tmp_path / "m.db"
+    path = tmp_path / "deleting.py"
+    path.write_text(textwrap.dedent(f"""
+        import os
+        from ablate import Study
+
+        def train(config, run):
+            for epoch in range(3):
+                if run.seed == 1 and epoch == 1 and os.path.exists({str(db)!r}):
+                    os.remove({str(db)!r})  # as if the user deleted mlflow.db mid-study
+                run.log({{"loss": 1.0, "score": float(epoch)}}, step=epoch)
+
+        study = Study("gone", train=train, factors={{"mode": ["a", "b"]}}, seeds=2,
+                      metric="score")
+    """))
+    code = main(["run", str(path), "--tracking-uri", f"sqlite:///{db}",
+                 "--checkpoint-dir", str(tmp_path / "ck")])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "tracking store" in err and "failed" in err and "ablate run` again" in err
+    assert "Traceback" not in err

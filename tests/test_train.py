@@ -90,13 +90,30 @@ def test_run_log_batches_dedupes_and_guards(tmp_path):
     run = make_run(tmp_path, lambda m, s: calls.append((s, m)), logged_through=0)
     run.log({"loss": torch.tensor(0.5), "acc": 0.1}, step=0)  # already logged before a resume
     run.log({"loss": 0.4, "acc": 0.3}, step=1)
+    assert run.final_summary() == {"final_acc": 0.3, "best_acc": 0.3}  # sends step 1
     assert calls == [(1, {"loss": pytest.approx(0.4), "acc": 0.3})]
-    assert run.final_summary() == {"final_acc": 0.3, "best_acc": 0.3}
     with pytest.raises(Diverged, match="loss = nan at step 2"):
         run.log({"loss": float("nan"), "acc": 0.2}, step=2)
     assert calls[-1][0] == 2 and math.isnan(calls[-1][1]["loss"])  # logged, then stopped
     other = make_run(tmp_path, lambda m, s: None)
     other.log({"grad_norm": float("inf"), "acc": 0.5}, step=0)  # not a loss: no divergence
+
+
+def test_several_log_calls_per_step_are_merged_into_one_record(tmp_path):
+    calls = []
+    run = make_run(tmp_path, lambda m, s: calls.append((s, dict(m))), logged_through=0)
+    run.log({"loss": 0.9}, step=0)  # step 0 was logged before a resume: skipped, merged or not
+    run.log({"acc": 0.1}, step=0)
+    run.log({"loss": 0.5}, step=1)
+    run.log({"acc": 0.2}, step=1)
+    run.log({"acc": 0.3}, step=1)  # the same key again in one step: the last value counts
+    run.save_checkpoint({"epoch": 2})  # what a checkpoint resumes after is in the store
+    assert calls == [(1, {"loss": 0.5, "acc": 0.3})]
+    run.log({"loss": 0.25}, step=2)
+    run.log({"acc": 0.4}, step=2)
+    assert run.final_summary() == {"final_acc": 0.4, "best_acc": 0.4}
+    assert calls[-1] == (2, {"loss": 0.25, "acc": 0.4}) and len(calls) == 2
+    assert run.metric_history == [0.1, 0.3, 0.4]  # one value per step
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):

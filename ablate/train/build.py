@@ -26,6 +26,7 @@ def check_models(study: Study) -> int:
     if not study.uses_builtin_loop:
         return 0
     assert study.model is not None
+    _check_devices(study)
     required = set(required_parameters(study.model)) & set(DATA_DERIVED)
     built: set[str] = set()
     for variant in study.variants:
@@ -47,6 +48,27 @@ def check_models(study: Study) -> int:
             ) from None
         built.add(key)
     return len(built)
+
+
+def _check_devices(study: Study) -> None:
+    """A train.device this machine doesn't have fails now, not in every trial."""
+    for variant in study.variants:
+        name = str(variant.config.get("train.device", "auto"))
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise StudyError(
+                f"train.device={name!r} (variant {variant.label!r}), but CUDA is not available "
+                f"on this machine. Fix: --set train.device=auto (CUDA where there is one, else "
+                f"the CPU) or cpu."
+            )
+        if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+            raise StudyError(
+                f"train.device={name!r} (variant {variant.label!r}), but this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s). Fix: use cuda:0 ... or auto."
+            )
+        if name == "mps" and not (getattr(torch.backends, "mps", None)
+                                  and torch.backends.mps.is_available()):
+            raise StudyError(f"train.device='mps' (variant {variant.label!r}), but MPS is not "
+                             f"available here. Fix: --set train.device=auto.")
 
 
 def check_data(study: Study) -> int:
@@ -81,5 +103,23 @@ def check_data(study: Study) -> int:
                 f"from_arrays() on images), ArrayData (from_arrays() on other inputs) or "
                 f"TextData (text()), or pass train=fn to train on anything else."
             )
+        _check_metric(study, data)
         loaded.add(key)
     return len(loaded)
+
+
+def _check_metric(study: Study, data: Any) -> None:
+    """The study metric must be one the built-in loop logs for this data's task."""
+    import difflib
+
+    from ablate.train.loop import LOGGED
+
+    logged = LOGGED[data.task]
+    if study.metric in logged or study.metric.startswith(("act_mean/", "act_std/")):
+        return
+    near = difflib.get_close_matches(study.metric, logged, n=1)
+    raise StudyError(
+        f"metric={study.metric!r} is never logged by the built-in loop for "
+        f"{type(data).__name__} ({data.task}){f'; did you mean {near[0]!r}?' if near else '.'} "
+        f"It logs: {', '.join(logged)}. Fix: set metric= to one of them."
+    )

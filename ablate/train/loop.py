@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -23,9 +24,14 @@ from ablate.data.images import ImageData
 from ablate.study import DATA_DERIVED, canonical
 from ablate.train.cost import PeakMemory, count_params, train_flops_per_sample
 from ablate.train.optim import make_optimizer, make_scheduler
-from ablate.train.run import Run
+from ablate.train.run import Diverged, Run
 
 LN2 = math.log(2)
+# What the loop logs per epoch for each task (activation statistics: the artifact ACTIVATIONS).
+LOGGED = {
+    "classification": ("train_loss", "train_acc", "val_loss", "val_acc", "lr"),
+    "language_model": ("train_loss", "val_loss", "val_bpc", "val_ppl", "lr"),
+}
 
 
 def fit(
@@ -72,25 +78,34 @@ def fit(
         start = int(state["epoch"])
 
     probe = _ActivationProbe(model) if config["train.activation_stats"] else None
-    for epoch in range(start, int(config["train.epochs"])):
-        train_loss, train_acc = _train_epoch(
-            compiled, data, optimizer, scheduler, loss_fn, autocast, run, epoch, config
-        )
-        metrics = {"train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"]}
-        if task == "classification":
-            metrics["train_acc"] = train_acc
-        metrics.update(_evaluate(compiled, data, loss_fn, autocast, task))
-        if probe is not None:
-            metrics.update(probe.measure(x0))
-        run.log(metrics, step=epoch)  # one batched call; raises Diverged on a NaN loss
-        if task == "language_model" and hasattr(model, "generate"):
-            run.log_text(_sample(model, data), f"samples/epoch_{epoch:03d}.txt")
-        run.save_checkpoint({
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "epoch": epoch + 1,
-        })
+    acts = _Activations(state.get("activations") if state is not None else None)
+    try:
+        for epoch in range(start, int(config["train.epochs"])):
+            train_loss, train_acc = _train_epoch(
+                compiled, data, optimizer, scheduler, loss_fn, autocast, run, epoch, config
+            )
+            metrics = {"train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"]}
+            if task == "classification":
+                metrics["train_acc"] = train_acc
+            metrics.update(_evaluate(compiled, data, loss_fn, autocast, task))
+            if probe is not None:
+                stats = probe.measure(x0)
+                acts.add(epoch, stats)
+                metrics.update({k: v for k, v in stats.items() if k == run.metric})
+            run.log(metrics, step=epoch)  # one batched call; raises Diverged on a NaN loss
+            if task == "language_model" and hasattr(model, "generate"):
+                run.log_text(_sample(model, data), f"samples/epoch_{epoch:03d}.txt")
+            run.save_checkpoint({
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch + 1,
+                "activations": acts.state(),
+            })
+    except Diverged:
+        acts.write(run)  # the epochs up to the divergence
+        raise
+    acts.write(run)
     peak = memory.mb()
     if peak is not None:
         run.summary["peak_mem_mb"] = peak
@@ -150,6 +165,39 @@ def _evaluate(model, data, loss_fn, autocast, task) -> dict[str, torch.Tensor]:
     if task == "classification":
         return {"val_loss": val_loss, "val_acc": correct.float() / count}
     return {"val_loss": val_loss, "val_bpc": val_loss / LN2, "val_ppl": torch.exp(val_loss)}
+
+
+ACTIVATIONS = "activations.json"  # the artifact; ablate.track.Tracker.activations reads it
+
+
+class _Activations:
+    """Each epoch's activation statistics, kept on the device and attached once, when the trial
+    ends, as the artifact ``activations.json`` (``{"keys": [...], "steps": [...], "values":
+    [[...], ...]}``, one row per epoch) rather than as metrics: dozens of per-layer charts would
+    bury the study metric in MLflow's UI. Saved in each checkpoint, so a resumed trial keeps the
+    epochs before the interruption."""
+
+    def __init__(self, saved: Mapping[str, Any] | None) -> None:
+        self.keys: list[str] = list(saved["keys"]) if saved else []
+        self.steps: list[int] = [int(s) for s in saved["steps"]] if saved else []
+        self.values: list[torch.Tensor] = list(saved["values"].unbind(0)) if saved else []
+
+    def add(self, step: int, stats: Mapping[str, torch.Tensor]) -> None:
+        if not self.keys:
+            self.keys = list(stats)
+        self.steps.append(step)
+        self.values.append(torch.stack([stats[k].detach().float().reshape(()) for k in self.keys]))
+
+    def state(self) -> dict[str, Any] | None:
+        if not self.values:
+            return None
+        return {"keys": self.keys, "steps": list(self.steps), "values": torch.stack(self.values)}
+
+    def write(self, run: Run) -> None:
+        if self.values:
+            values = torch.stack(self.values).cpu().tolist()  # the one read from the device
+            run.log_text(json.dumps({"keys": self.keys, "steps": self.steps, "values": values}),
+                         ACTIVATIONS)
 
 
 class _ActivationProbe:

@@ -82,33 +82,52 @@ class Run:
         self._on_log = on_log
         self._artifact_sink = artifact_sink
         self._first_step: int | None = None
+        self._pending: dict[str, float] = {}  # this step's metrics, not yet sent to the sink
+        self._pending_step: int | None = None
+        self._pending_metric_step: int | None = None  # the step metric_history[-1] is from
 
     # --------------------------------------------------------------------------- metrics
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
-        """Log metrics for ``step`` (an epoch) in one batched call.
+        """Log metrics for ``step`` (an epoch).
 
-        Values may be Python numbers or 0-d tensors (read once here). A NaN or infinite loss or
-        study metric raises :class:`Diverged` after it is logged, so the history shows it.
-        Steps already logged by an earlier, interrupted attempt of the same trial are not logged
-        twice.
+        Values may be Python numbers or 0-d tensors (read once here). Several calls for the
+        same step are merged (a key given twice keeps its last value) and sent to the tracking
+        store in one batched call when the step changes, at a checkpoint or when the trial
+        ends. A NaN or infinite loss or study metric raises :class:`Diverged` after it is
+        logged, so the history shows it. Steps already logged by an earlier, interrupted
+        attempt of the same trial are not logged twice.
         """
         values = _to_floats(metrics)
+        if self._pending_step is not None and step != self._pending_step:
+            self.flush()
+        self._pending_step = step
+        self._pending.update(values)
         self.logged_keys.update(values)
         if self._first_step is None:
             self._first_step = step
         self.last_step = max(self.last_step, step)
         if self.metric in values:
-            self.metric_history.append(values[self.metric])
-        if step > self._logged_through:
-            self._sink(values, step)
-            self._logged_through = step
+            if self._pending_metric_step == step and self.metric_history:
+                self.metric_history[-1] = values[self.metric]
+            else:
+                self.metric_history.append(values[self.metric])
+            self._pending_metric_step = step
         if self._on_log is not None:
             self._on_log(values, step)
         bad = [k for k, v in values.items() if not math.isfinite(v) and _guarded(k, self.metric)]
         if bad:
+            self.flush()
             raise Diverged(f"{bad[0]} = {values[bad[0]]} at step {step}")
         if step > self._first_step:
             self.require_metric()
+
+    def flush(self) -> None:
+        """Send the current step's merged metrics to the tracking store (once per step)."""
+        step, values = self._pending_step, self._pending
+        self._pending, self._pending_step = {}, None
+        if step is not None and values and step > self._logged_through:
+            self._sink(values, step)
+            self._logged_through = step
 
     def require_metric(self) -> None:
         """Raise :class:`MetricMissing` if the study metric has not been logged."""
@@ -149,6 +168,7 @@ class Run:
         Written to a temporary file in the same directory, flushed, then renamed over the old
         checkpoint: a crash mid-write leaves the previous checkpoint intact.
         """
+        self.flush()  # what the checkpoint resumes after is in the store
         payload = {
             "state": dict(state),
             "ablate": {
@@ -186,9 +206,15 @@ class Run:
             state, meta = payload["state"], payload["ablate"]
             _set_rng_state(meta["rng"])
         except Exception as exc:
+            if "weights_only" in str(exc) or "Weights only load failed" in str(exc):
+                why = ("it holds pickled objects other than tensors and plain data, which "
+                       "loading with weights_only=True refuses (a checkpoint written by "
+                       "run.save_checkpoint never does)")
+            else:
+                why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
             warnings.warn(
-                f"discarding unreadable checkpoint {path} ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0][:200]}); the trial restarts from scratch.",
+                f"discarded the unreadable checkpoint {path}: {why}. It was deleted unread, and "
+                f"the trial restarts from scratch.",
                 stacklevel=2,
             )
             path.unlink(missing_ok=True)
@@ -218,6 +244,7 @@ class Run:
 
     def final_summary(self) -> dict[str, float]:
         """Final and best of the study metric plus the summary figures set by the loop."""
+        self.flush()
         out = dict(self.summary)
         if self.metric_history:
             finite = [v for v in self.metric_history if math.isfinite(v)]

@@ -1,0 +1,189 @@
+"""Typed settings: the built-in loop's ``train.*`` settings and checks of any setting's type.
+
+:class:`TrainConfig` is the one place the built-in training loop's settings are declared, with
+their types, defaults and meaning. A study's ``train.*`` values are checked against it, and its
+``model.*``/``data.*`` values against the annotations (or defaults) of the model and data
+factories, when the study is defined: a typo'd choice (``train.optimizer="sgdd"``), a string
+where a flag is expected (``"no"`` is truthy) or a learning rate of -1 fails before training.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Union
+
+__all__ = ["TrainConfig", "parameter_types", "train_defaults", "train_problems",
+           "type_problem"]
+
+Optimizer = Literal["sgd", "adam", "adamw"]
+Schedule = Literal["constant", "sgdr", "onecycle"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of the built-in training loop, as ``train.<field>`` keys of a study's config.
+
+    Every field is part of every resolved config of a model/data study: it is logged as a param
+    and changes the variant id. Adding a field here changes every id (add optional settings to
+    ``TRAIN_OPTIONAL`` in :mod:`ablate.study` instead).
+    """
+
+    epochs: int = 10  # epochs per trial (>= 1)
+    optimizer: Optimizer = "sgd"
+    lr: float = 0.05  # peak learning rate (> 0)
+    momentum: float = 0.9  # sgd momentum; adam/adamw beta1 (0 <= momentum < 1)
+    nesterov: bool = False  # sgd only
+    weight_decay: float = 5e-4  # decoupled for adamw, L2 for sgd/adam (>= 0)
+    schedule: Schedule = "constant"  # sgdr: cosine with warm restarts; onecycle
+    cycle_len: int = 1  # sgdr: epochs in the first cycle (>= 1)
+    cycle_mult: int = 2  # sgdr: each cycle is this many times longer than the last (>= 1)
+    warmup_epochs: float = 0.0  # linear warm-up from 0 to lr over this many epochs (>= 0)
+    grad_clip: float | None = None  # max global gradient norm (> 0), or None
+    layer_lrs: tuple[float, ...] | None = None  # one lr multiplier per layer group, or None
+    device: str = "auto"  # auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps
+    deterministic: bool = True  # deterministic algorithms (bitwise-reproducible on CPU)
+    bf16: bool = True  # bf16 autocast on CUDA
+    channels_last: bool = True  # channels_last memory format for 4-D inputs on CUDA
+    activation_stats: bool = True  # per-layer activation mean/std on a fixed batch, per epoch
+    keep_weights: bool = False  # log the final state_dict as an artifact
+    threads: int = 1  # CPU threads per trial (torch.set_num_threads): results depend on it
+
+
+def train_defaults() -> dict[str, Any]:
+    """``{"train.<field>": default}`` in declaration order."""
+    return {f"train.{f.name}": f.default for f in dataclasses.fields(TrainConfig)}
+
+
+_TRAIN_TYPES = typing.get_type_hints(TrainConfig)
+_POSITIVE = ("epochs", "lr", "cycle_len", "cycle_mult", "threads")
+_NON_NEGATIVE = ("weight_decay", "warmup_epochs")
+
+
+def train_problems(config: Mapping[str, Any], optional: Mapping[str, Any] = ()) -> list[str]:
+    """What is wrong with the ``train.*`` values of a resolved config (empty if nothing)."""
+    problems = []
+    for key, value in config.items():
+        if not key.startswith("train.") or key in optional:
+            continue
+        name = key[len("train."):]
+        if name not in _TRAIN_TYPES:
+            continue  # unknown keys are reported by the study's key check
+        wrong = type_problem(value, _TRAIN_TYPES[name])
+        if wrong is not None:
+            problems.append(f"{key}={value!r}: {wrong}")
+            continue
+        if name in _POSITIVE and not value > 0:
+            problems.append(f"{key}={value!r}: must be greater than 0")
+        elif name in _NON_NEGATIVE and not value >= 0:
+            problems.append(f"{key}={value!r}: must be 0 or more")
+        elif name == "momentum" and not 0 <= value < 1:
+            problems.append(f"{key}={value!r}: must be in [0, 1)")
+        elif name == "grad_clip" and value is not None and not value > 0:
+            problems.append(f"{key}={value!r}: must be greater than 0, or None for no clipping")
+        elif name == "layer_lrs" and value is not None and not all(v > 0 for v in value):
+            problems.append(f"{key}={value!r}: every multiplier must be greater than 0")
+        elif name == "device":
+            problems.extend(_device_problem(value))
+    return problems
+
+
+def _device_problem(name: str) -> list[str]:
+    import re
+
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", name):
+        return [f"train.device={name!r}: use auto, cpu, cuda, cuda:N or mps"]
+    return []
+
+
+def parameter_types(fn: Callable[..., Any]) -> dict[str, tuple[Any, Any]]:
+    """``{name: (annotation, default)}`` of ``fn``'s keyword parameters (``inspect.Parameter
+    .empty`` where absent). String annotations are resolved where possible."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return {}
+    target = fn.__init__ if inspect.isclass(fn) else fn  # type: ignore[misc]
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # unresolvable forward references: fall back to the defaults
+        hints = {}
+    return {p.name: (hints.get(p.name, p.empty), p.default) for p in sig.parameters.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def type_problem(value: Any, annotation: Any, default: Any = inspect.Parameter.empty) -> str | None:
+    """Why ``value`` does not fit ``annotation`` (or, without one, the type of ``default``);
+    None if it fits or the annotation is beyond what can be checked."""
+    if annotation is inspect.Parameter.empty:
+        if default is inspect.Parameter.empty or default is None:
+            return None
+        annotation = _type_of_default(default)
+    return None if _fits(value, annotation) else f"expected {_describe(annotation)}"
+
+
+def _type_of_default(default: Any) -> Any:
+    if isinstance(default, bool):
+        return bool
+    if isinstance(default, float):
+        return float
+    if isinstance(default, (int, str)):
+        return type(default)
+    return Any
+
+
+def _fits(value: Any, tp: Any) -> bool:
+    if tp is Any or tp is object:
+        return True
+    if tp is None or tp is type(None):
+        return value is None
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return any(type(value) is type(c) and value == c for c in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return any(_fits(value, a) for a in typing.get_args(tp))
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and not (isinstance(value, float) and math.isnan(value)))
+    if tp is str:
+        return isinstance(value, str)
+    container = origin or tp
+    if container in (tuple, list, Sequence, typing.Sequence) or (
+            inspect.isclass(container) and issubclass(container, Sequence)
+            and container is not str):
+        if not isinstance(value, (tuple, list)):
+            return False
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        return len(args) != 1 or all(_fits(v, args[0]) for v in value)
+    return True  # a class, a callable, a protocol: not plain data we can check
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(c) for c in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    if tp is None or tp is type(None):
+        return "None"
+    if tp is bool:
+        return "True or False"
+    if tp is float:
+        return "a number"
+    if tp is int:
+        return "an integer"
+    if tp is str:
+        return "a string"
+    if (origin or tp) in (tuple, list) or origin is not None:
+        return "a tuple or list"
+    return getattr(tp, "__name__", str(tp))
