@@ -174,11 +174,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     with quiet_mlflow():
         try:
             if ray_options is not None:  # before anything is written or started
-                from ablate.execute import check_address, check_cluster_storage, require_ray
+                from ablate.execute import (
+                    check_address,
+                    check_cluster_storage,
+                    check_shipping,
+                    require_ray,
+                )
 
                 require_ray()
                 check_cluster_storage(ray_options.address, resolve_uri(args.tracking_uri),
                                       args.checkpoint_dir, ray_options.allow_local_storage)
+                check_shipping(args.study_file, ray_options.address)
                 check_address(ray_options.address)
             root = checkpoint_root(args.checkpoint_dir)  # before the store is created
             tracker = Tracker(args.tracking_uri)
@@ -319,6 +325,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             study,
             command=_reproduce(args),
             environment=_environment(results),
+            notes=_notes(results, left_out),
             mlflow={"tracking URI": tracker.uri, "experiment id": runs.experiment_id,
                     "study (parent) run id": runs.parent_run_id},
         )
@@ -498,6 +505,23 @@ def _reproduce(args: argparse.Namespace) -> str:
             f"ablate report {args.study_file}{extra}{uri}")
 
 
+def _notes(results: Any, left_out: list[tuple[str, int]]) -> list[str]:
+    """One line each on what the report left out and on trials trained differently."""
+    notes = []
+    if left_out:
+        n = sum(count for _, count in left_out)
+        groups = "; ".join(f"{what} ({count})" for what, count in left_out[:4])
+        notes.append(f"This report covers the {len(results)} trials of this plan only. Left out: "
+                     f"{n} trial run{'s' * (n != 1)} of other plans of this study, which differ "
+                     f"in: {groups}{'; ...' if len(left_out) > 4 else ''}.")
+    differs = [k for k, v in _environment(results).items() if v.startswith("DIFFERS")]
+    if differs:
+        notes.append(f"Warning: these trials were trained in different environments or code "
+                     f"(different {', '.join(differs)}: see Environment), so a difference "
+                     f"between variants may come from there.")
+    return notes
+
+
 def _environment(results: Any) -> dict[str, str]:
     """What the trials were trained with, from their own records (``ablate.env.*`` tags): one
     value per key, or every value with its trial count where the trials differ."""
@@ -510,7 +534,8 @@ def _environment(results: Any) -> dict[str, str]:
         counts = values.value_counts()
         name = "code fingerprint" if column == "code" else column[len("env."):].replace("_", " ")
         env[name] = (counts.index[0] if len(counts) == 1 else
-                     "DIFFERS: " + ", ".join(f"{v} ({n} trials)" for v, n in counts.items()))
+                     "DIFFERS: " + ", ".join(f"{v} ({n} trial{'s' * (n != 1)})"
+                                             for v, n in counts.items()))
     return env
 
 

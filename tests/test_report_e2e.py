@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 from ablate.cli import main
+from ablate.report.fmt import escape
 
 PLANTED = """
 import random
@@ -32,6 +35,25 @@ study = Study("planted", train=train, config={"x.base": 1},
               factors={"x.change": ["base", "same", "small", "large", "broken", "nan"]},
               seeds=SEEDS, metric="score")
 """
+
+
+def first_table(text: str) -> dict[str, str]:
+    """First cell -> line, for the report's first table (the one under "## Conclusion")."""
+    section = text.split("## Conclusion", 1)[1]
+    block = next(b for b in section.split("\n\n") if b.startswith("|"))
+    return {re.split(r"(?<!\\)\|", line)[1].strip(): line for line in block.splitlines()[2:]}
+
+
+def run_and_report(tmp_path, source: str, name: str) -> str:
+    """Train a study file through the real runner into a fresh store; return its report."""
+    path = tmp_path / f"{name}.py"
+    path.write_text(textwrap.dedent(source))
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    checkpoints = str(tmp_path / "ckpt")
+    assert main(["run", str(path), "--tracking-uri", uri, "--checkpoint-dir", checkpoints]) == 0
+    out = tmp_path / "report"
+    assert main(["report", str(path), "--tracking-uri", uri, "--out", str(out)]) == 0
+    return (out / "report.md").read_text()
 
 
 @pytest.fixture
@@ -62,12 +84,13 @@ def test_report_from_mlflow_matches_the_runs(planted, tmp_path, capsys):
         assert run.data.tags["ablate.status"] == row.status
         if row.status == "finished":
             assert run.data.metrics["final_score"] == pytest.approx(row.final, rel=1e-12)
-    rows = {line.split("|")[1].strip(): line for line in text.splitlines()
-            if line.startswith("|")}
+    rows = first_table(text)
     assert "helps" in rows["change=large"]
     assert "no clear effect" in rows["change=same"]
     assert "all failed" in rows["change=broken"]
-    assert "7/8 (1 diverged)" in rows["change=nan"]
+    assert "7/8 (1 diverged)" in rows["change=nan"]  # seeds the comparison could use
+    assert escape("unstable (1/8 diverged)") in rows["change=nan"]  # a failure is an outcome
+    assert "helps" in rows[escape("change: same → large")]  # non-baseline levels compared too
     assert "**39 of 48 trials finished**" in text  # 8 failed + 1 diverged, said up front
     assert f"ablate run {path}" in text  # the command that reproduces it
     # the same files are artifacts of the study's parent run
@@ -131,3 +154,71 @@ def test_cnn_report_has_class_activation_maps(tmp_path, monkeypatch):
     out = tmp_path / "reports" / "cams"
     assert (out / "cams.png").read_bytes()[:4] == b"\x89PNG"
     assert "](cams.png)" in (out / "report.md").read_text()
+    peak = pd.read_csv(out / "results.csv")["peak_mem_mb"]
+    assert peak.notna().all() == Path("/proc/self/clear_refs").exists()  # per trial, or none
+
+
+FACTORIAL = """
+import random
+from ablate import Study
+
+def train(config, run):
+    a, b, c = config["x.a"], config["x.b"], config["x.c"]
+    shared = random.Random(run.seed).gauss(0, 0.05)   # seed noise shared by every cell
+    own = random.Random(f"{run.seed}-{a}-{b}-{c}").gauss(0, 0.02)
+    run.log({"loss": 1.0, "score": 0.5 + 0.3 * a + 0.3 * a * b + shared + own}, step=0)
+
+study = Study("factorial", train=train, config={"x.base": 1},
+              factors={"x.a": [0, 1], "x.b": [0, 1], "x.c": [0, 1]},
+              design="full_factorial", seeds=4, metric="score")
+"""
+
+
+def test_factorial_report_finds_main_effect_and_interaction(tmp_path, monkeypatch):
+    """Planted: a main effect of a (+0.3), an a × b interaction (+0.3), nothing from c."""
+    monkeypatch.chdir(tmp_path)
+    text = run_and_report(tmp_path, FACTORIAL, "factorial")
+    rows = first_table(text)
+    assert "**helps**" in rows[escape("a: 0 → 1")]
+    assert "interaction found" in rows[escape("a × b")]
+    assert "no clear effect" in rows[escape("c: 0 → 1")]
+    assert "no clear effect" in rows[escape("a × c")] and "no clear effect" in rows[escape("b × c")]
+    assert len(rows) == 6  # effects, not 7 cells against one baseline
+    simple = text.split("### Simple effects within each level of a", 1)[1]
+    assert "helps" in next(line for line in simple.splitlines()
+                           if line.startswith("| " + escape("b: 0 → 1, when a=1")))
+    opening = text.split("## Conclusion", 1)[1].split("\n|", 1)[0]
+    assert opening.index("**Helps:**") < opening.index("**Interactions:**")
+    assert "Of 10 tests: " in opening
+
+
+LEVELS = """
+import random
+from ablate import Study
+
+EFFECT = {"lstm": 0.0, "gru": -0.1, "rnn": 0.1}
+
+def train(config, run):
+    cell, lr = config["x.cell"], config["x.lr"]
+    shared = random.Random(run.seed).gauss(0, 0.05)
+    own = random.Random(f"{run.seed}-{cell}-{lr}").gauss(0, 0.02)
+    loss = float("nan") if lr == 10 and run.seed in (0, 2) else 1.0
+    run.log({"loss": loss, "score": 0.5 + EFFECT[cell] + shared + own}, step=0)
+
+study = Study("levels", train=train, config={"x.base": 1},
+              factors={"x.cell": ["lstm", "gru", "rnn"], "x.lr": [0.1, 10]}, seeds=6,
+              metric="score")
+"""
+
+
+def test_levels_beyond_the_baseline_are_compared_and_divergence_is_unstable(tmp_path, monkeypatch):
+    """Planted: gru and rnn differ by 0.2 (both replace the baseline's lstm); lr=10 diverges on
+    2 of 6 seeds where the baseline finished."""
+    monkeypatch.chdir(tmp_path)
+    text = run_and_report(tmp_path, LEVELS, "levels")
+    rows = first_table(text)
+    assert "**helps**" in rows[escape("cell: gru → rnn")]
+    assert escape("unstable (2/6 diverged)") in rows["lr=10"]
+    assert "4/6 (2 diverged)" in rows["lr=10"]
+    assert "**Unstable**" in text and "lr=10 (2/6 diverged" in text
+    assert "lr=10 (UI " in text  # where MLflow's UI mean (diverged runs included) differs

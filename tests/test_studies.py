@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -20,7 +21,26 @@ TINY = {
     "tuned.py": ["--set", "train.epochs=1", "--tune-trials", "2"],
     "cifar10_cnn.py": ["--set", "model.widths=(4, 8)", "--set", "train.epochs=1",
                        "--set", "data.download=False", "--set", "data.batch_size=8"],
+    "cifar10_cpu.py": ["--set", "model.widths=(4, 8)", "--set", "train.epochs=1",
+                       "--set", "data.train_size=12", "--set", "data.val_size=6",
+                       "--set", "data.batch_size=4"],
 }
+
+
+def image_folder_of(root: Path, size: int = 8) -> Path:
+    """A tiny ImageFolder layout (3 classes, PNGs) written by the test: train/ and test/."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("test", 3)):
+        for c, name in enumerate(("cat", "dog", "frog")):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                pixels[..., c] = 255  # each class has its own colour: learnable
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
 
 
 def tiny_args(name: str, cifar_files) -> list[str]:
@@ -28,6 +48,9 @@ def tiny_args(name: str, cifar_files) -> list[str]:
     root = cifar_files[0]
     if name == "cifar10_cnn.py":
         return [*TINY[name], "--set", f"data.root={str(root)!r}"]
+    if name == "cifar10_cpu.py":
+        folder = image_folder_of(root.parent / "images")
+        return [*TINY[name], "--set", f"data.path={str(folder)!r}"]
     if name == "charlm_rnn.py":
         corpus = root.parent / "corpus.txt"
         corpus.write_text("Thus spoke a small test corpus, again and again. " * 400)
@@ -65,3 +88,23 @@ def test_study_runs_at_a_tiny_size(name, tmp_path, monkeypatch, cifar_files):
     assert all(r.data.tags["ablate.status"] in ("finished", "diverged") for r in trials)
     assert main(["report", path, *args, "--seeds", "1", "--tracking-uri", uri]) == 0
     assert (tmp_path / "reports" / study.name / "report.md").exists()
+
+
+def test_your_own_images_take_one_line_of_the_quick_study(tmp_path, monkeypatch):
+    """README's promise: a folder of images per class runs through studies/quick.py by changing
+    its one marked line."""
+    monkeypatch.chdir(tmp_path)
+    folder = image_folder_of(tmp_path / "my-images", size=12)
+    text = (STUDIES / "quick.py").read_text()
+    line = next(x for x in text.splitlines() if x.startswith("data, data_settings = digits"))
+    mine = (f"data, data_settings = image_folder, {{'data.path': {str(folder)!r}, "
+            f"'data.image_size': 12}}")
+    path = tmp_path / "my_quick.py"
+    path.write_text(text.replace(line, mine))
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    args = ["--seeds", "1", "--set", "train.epochs=1", "--set", "data.batch_size=6",
+            "--tracking-uri", uri]
+    assert main(["run", str(path), *args]) == 0
+    study = load_study(path)
+    assert study.baseline_variant.config["data.path"] == str(folder)
+    assert main(["report", str(path), *args]) == 0

@@ -4,30 +4,33 @@ Importing this package loads pandas and scipy only; statsmodels, optuna, seaborn
 are imported inside the functions that need them.
 """
 
+from ablate.report.effects import effects
 from ablate.report.markdown import write_report
 from ablate.report.plots import (
     activation_plot,
     cost_plot,
     forest_plot,
     importance_plot,
-    interaction_heatmap,
+    interaction_plot,
     learning_curves,
     seed_plot,
 )
 from ablate.report.spec import ReportSpec, spec_from_study
 from ablate.report.stats import compare, factorial_effects, importance, summarize
-from ablate.report.validation import planted_effect_figures
+from ablate.report.validation import factorial_error_rates, planted_effect_figures
 
 __all__ = [
     "ReportSpec",
     "activation_plot",
     "compare",
     "cost_plot",
+    "effects",
     "factorial_effects",
+    "factorial_error_rates",
     "forest_plot",
     "importance",
     "importance_plot",
-    "interaction_heatmap",
+    "interaction_plot",
     "learning_curves",
     "planted_effect_figures",
     "seed_plot",

@@ -9,6 +9,7 @@ a global max pool it is the usual approximation.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -77,12 +78,23 @@ def _pictures(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Te
     return (images.detach().float().cpu() * std + mean).clamp(0, 1).permute(0, 2, 3, 1)
 
 
-def _no_cam_note(model: nn.Module | None) -> str:
+def _no_cam_reason(model: nn.Module | None) -> str:
     if model is None:
         return "no weights"
     if isinstance(getattr(model, "pool", None), nn.Flatten):
-        return "no CAM (pool=max)"
-    return "no CAM (no linear classifier on pooled features)"
+        return "pool=max: the classifier reads the whole feature map"
+    return "no linear classifier on pooled features"
+
+
+def _skipped_note(skipped: list[tuple[str, str]]) -> str:
+    """One line per reason: ``No CAM (reason): label, label``."""
+    by_reason: dict[str, list[str]] = {}
+    for label, reason in skipped:
+        by_reason.setdefault(reason, []).append(label)
+    return "\n".join(
+        textwrap.fill(f"Not shown ({reason}): {', '.join(labels)}", 130)
+        for reason, labels in by_reason.items()
+    )
 
 
 def cam_figure(
@@ -94,31 +106,30 @@ def cam_figure(
     classes: list[str],
     path: str | Path,
 ) -> Path | None:
-    """Grid of class activation maps: one row per ``(label, model)`` variant, one column per image.
+    """Grid of class activation maps: one row per ``(label, model)`` variant that has CAMs, one
+    column per image.
 
     Each cell shows the un-normalised image (grayscale for one channel) with the CAM of the
     predicted class overlaid, titled "pred <class>" in green if correct, red if wrong; the true
-    class is under each column. Rows whose model is None or has no CAM carry a short note.
-    Returns None (and writes nothing) if no row has a CAM.
+    class is under each column. Variants without weights or without a CAM get no row; one note
+    under the grid names them. Returns None (and writes nothing) if no row has a CAM.
     """
     results = [None if m is None else class_activation_maps(m, images) for _, m in rows]
-    if all(result is None for result in results):
+    shown = [(label, r) for (label, _), r in zip(rows, results) if r is not None]
+    if not shown:
         return None
+    skipped = [(label, _no_cam_reason(m)) for (label, m), r in zip(rows, results) if r is None]
     pictures = _pictures(images, mean, std).numpy()
     gray = pictures.shape[-1] == 1
     truth = labels.tolist()
-    fig = _figure(1.1 * len(images) + 1.8, 1.2 * len(rows) + 0.7)
-    axes = fig.subplots(len(rows), len(images), squeeze=False)
-    for (label, model), result, row in zip(rows, results, axes):
+    note = _skipped_note(skipped)
+    fig = _figure(0.95 * len(images) + 2.0, 1.0 * len(shown) + 0.6 + 0.18 * note.count("\n")
+                  + (0.3 if note else 0))
+    axes = fig.subplots(len(shown), len(images), squeeze=False)
+    for (label, (cams, preds)), row in zip(shown, axes):
         for ax in row:
             ax.set(xticks=[], yticks=[])
         row[0].set_ylabel(_wrap(label, 24), fontsize=7, rotation=0, ha="right", va="center")
-        if result is None:
-            for ax in row:
-                ax.set_frame_on(False)
-            row[0].text(0.05, 0.5, _no_cam_note(model), transform=row[0].transAxes, fontsize=7)
-            continue
-        cams, preds = result
         for ax, picture, cam, pred, true in zip(row, pictures, cams, preds.tolist(), truth):
             ax.imshow(picture[..., 0] if gray else picture, cmap="gray", vmin=0, vmax=1)
             ax.imshow(cam.numpy(), cmap="inferno", alpha=0.5, vmin=0, vmax=1)
@@ -127,6 +138,8 @@ def cam_figure(
     for ax, true in zip(axes[-1], truth):
         ax.set_xlabel(f"true {classes[true]}", fontsize=6)
     fig.suptitle("Class activation maps of the predicted class (bright: evidence)", fontsize=9)
+    if note:
+        fig.supxlabel(note, fontsize=7, ha="left", x=0.01)
     return _save(fig, path)
 
 

@@ -1,4 +1,9 @@
-"""The markdown report: conclusion first, then figures, factorial analysis, methods, provenance.
+"""The markdown report: the answer first, then the evidence, methods and provenance.
+
+Order: findings in sentences (what helped, what hurt, what was unstable, what the data cannot
+tell), one narrow table of the design's effects and the forest plot of the same intervals; for
+factorial designs the simple effects, cells at a trivial value and every variant against the
+baseline; variants with their costs; figures; further analyses; methods; provenance.
 
 Everything that comes from a study file (labels, levels, names, environment values) goes through
 :func:`escape`, so it renders as text on GitHub: no raw HTML, no broken tables.
@@ -6,7 +11,6 @@ Everything that comes from a study file (labels, levels, names, environment valu
 
 from __future__ import annotations
 
-import html
 import json
 import re
 import shutil
@@ -16,57 +20,35 @@ import numpy as np
 import pandas as pd
 
 from ablate.report import plots
+from ablate.report.effects import (
+    FACTORIAL,
+    dominant_factor,
+    effects,
+    trivial_cells,
+    without_trivial,
+)
+from ablate.report.fmt import (
+    DASH,
+    escape,
+    format_count,
+    format_mb,
+    format_number,
+    format_p,
+    format_seconds,
+    interval,
+    p_phrase,
+    plural,
+    plus_minus,
+)
 from ablate.report.spec import ReportSpec
-from ablate.report.stats import compare, factorial_effects, importance, summarize
+from ablate.report.stats import compare, importance, summarize
+from ablate.study import short_names
 
 ALPHA = 0.05
-DASH = "—"
-
-
-def escape(value: object) -> str:
-    """User text as inert markdown: HTML-escaped, punctuation backslash-escaped, one line."""
-    text = html.escape(" ".join(str(value).split()), quote=False)
-    return re.sub(r"([\\`*_{}\[\]()#+!|~])", r"\\\1", text)
-
-
-def format_number(x: float, signed: bool = False) -> str:
-    """3 significant digits (trailing zeros kept); thousands without exponent; ``—`` if missing."""
-    if x is None or not np.isfinite(x):
-        return DASH
-    if abs(x) >= 1000:
-        return f"{x:+,.0f}" if signed else f"{x:,.0f}"
-    return (f"{x:+#.3g}" if signed else f"{x:#.3g}").rstrip(".")
-
-
-def format_p(p: float) -> str:
-    if p is None or not np.isfinite(p):
-        return DASH
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _format_count(n: float) -> str:
-    if not np.isfinite(n):
-        return DASH
-    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.3g}{unit}"
-    return f"{n:.0f}"
-
-
-def _format_seconds(s: float) -> str:
-    if not np.isfinite(s):
-        return DASH
-    if s >= 7200:
-        return f"{s / 3600:.3g} h"
-    return f"{s / 60:.3g} min" if s >= 120 else f"{s:.3g} s"
-
-
-def _plus_minus(centre: float, low: float, high: float, signed: bool = False) -> str:
-    if not np.isfinite(centre):
-        return DASH
-    if not np.isfinite(low):
-        return f"{format_number(centre, signed)} (no CI)"
-    return f"{format_number(centre, signed)} ± {format_number((high - low) / 2)}"
+DECIDED = ("helps", "hurts", "interaction found")
+KIND_ORDER = ("helps", "hurts", "interaction found", "unstable", "no clear effect",
+              "not enough data", "all diverged", "all failed")
+MAX_NAMED = 8
 
 
 def _table(header: list[str], rows: list[list[str]], numeric: tuple[int, ...] = ()) -> str:
@@ -83,64 +65,306 @@ def _fence(text: str, info: str = "") -> str:
     return f"{fence}{info}\n{text.rstrip()}\n{fence}"
 
 
-def _changes(results: pd.DataFrame, spec: ReportSpec) -> dict[str, str]:
-    """Variant → ``factor: baseline level → level`` for each factor that differs."""
-    first = results.drop_duplicates("variant").set_index("variant")
-    out = {}
-    for variant, row in first.iterrows():
-        diffs = [
-            f"{escape(f)}: {escape(spec.baseline[f])} → {escape(row[f])}"
-            for f in spec.factors
-            if f in row and f in spec.baseline and str(row[f]) != str(spec.baseline[f])
+# ------------------------------------------------------------------------------ the answer
+def _seeds(row: pd.Series) -> str:
+    """``2/3 (1 diverged)``: seeds a contrast used, why it lost the others, and on how many a
+    factorial average had to leave out a lost cell (``partial``)."""
+    lost = [f"{row[f'lost_{s}']} {s}" for s in ("diverged", "failed", "missing")
+            if row[f"lost_{s}"]]
+    if row.get("n_partial", 0):
+        lost.append(f"{row['n_partial']} partial")
+    return f"{row['n_pairs']}/{row['n_seeds']}" + (f" ({', '.join(lost)})" if lost else "")
+
+
+def _verdict(row: pd.Series) -> str:
+    text = escape(row["verdict"])
+    return f"**{text}**" if row["outcome"] in (*DECIDED, "unstable") else text
+
+
+def _display_order(family: pd.DataFrame) -> pd.DataFrame:
+    """Main effects grouped by factor (largest effect first), then interactions by size, then
+    simple effects; other designs keep the study's order."""
+    if family.empty or not family["kind"].isin(["main", "interaction"]).any():
+        return family
+    family = family.assign(_size=family["diff"].abs().fillna(-1))
+    family["_factor"] = family.groupby("factor")["_size"].transform("max")
+    main = family[family["kind"] == "main"].sort_values(["_factor", "factor", "_size"],
+                                                        ascending=False)
+    inter = family[family["kind"] == "interaction"].sort_values("_size", ascending=False)
+    simple = family[family["kind"] == "simple"]
+    return pd.concat([main, inter, simple]).drop(columns=["_factor", "_size"])
+
+
+def _first_table_rows(family: pd.DataFrame) -> pd.DataFrame:
+    """The first table shows every test but the simple effects (they get their own)."""
+    return family[family["kind"] != "simple"] if len(family) else family
+
+
+def _effects_table(rows: pd.DataFrame, spec: ReportSpec, first: str) -> str:
+    header = [first, f"Δ {escape(spec.metric)} ± CI", "p (Holm)", "Verdict", "Seeds"]
+    body = [
+        [escape(r["term"]), plus_minus(r["diff"], r["ci_low"], r["ci_high"], signed=True),
+         format_p(r["p_holm"]), _verdict(r), _seeds(r)]
+        for _, r in rows.iterrows()
+    ]
+    return _table(header, body, numeric=(1, 2))
+
+
+def _phrase(row: pd.Series, metric: str) -> str:
+    """``term (val_acc +0.08 ± 0.06, p = 0.010)`` for running text; an interaction says what
+    its difference of differences is."""
+    g = f", g_z = {format_number(row['hedges_g'])}" if np.isfinite(row["hedges_g"]) else ""
+    estimate = plus_minus(row["diff"], row["ci_low"], row["ci_high"], signed=True)
+    if row["kind"] == "interaction":
+        return (f"{escape(row['term'])} ({metric} {estimate}, {p_phrase(row['p_holm'])}: "
+                f"{escape(row['meaning'])})")
+    return f"{escape(row['term'])} ({metric} {estimate}{g}, {p_phrase(row['p_holm'])})"
+
+
+def _named(items: list[str]) -> str:
+    more = len(items) - MAX_NAMED
+    return "; ".join(items[:MAX_NAMED]) + (f"; and {more} more in the tables below" if more > 0
+                                            else "")
+
+
+def _by_size(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows.iloc[np.argsort(-rows["diff"].abs().fillna(-1).to_numpy(), kind="stable")]
+
+
+def _unstable_phrase(row: pd.Series) -> str:
+    label = escape(row["label"])
+    if row["outcome"] == "all diverged":
+        return f"{label} (diverged on every seed)"
+    if row["outcome"] == "all failed":
+        return f"{label} (failed on every seed)"
+    return f"{label} ({escape(row['unstable'])})"
+
+
+def _findings(family: pd.DataFrame, comparison: pd.DataFrame, spec: ReportSpec) -> list[str]:
+    """The opening sentences, each group ordered by effect size."""
+    metric = escape(spec.metric)
+    lines = []
+    for outcome, title in (("helps", "Helps"), ("hurts", "Hurts"),
+                           ("interaction found", "Interactions")):
+        rows = _by_size(family[family["outcome"] == outcome])
+        if len(rows):
+            items = [_phrase(r, metric) for _, r in rows.iterrows()]
+            lines.append(f"- **{title}:** {_named(items)}.")
+    lost = comparison[comparison["outcome"].isin(["unstable", "all diverged", "all failed"])]
+    if len(lost):
+        items = [_unstable_phrase(r) for _, r in lost.iterrows()]
+        lines.append("- **Unstable** (k/n: lost to divergence or failure on k of the n seeds "
+                     f"where the baseline finished): {_named(items)}.")
+    unclear = _by_size(family[(family["outcome"] == "no clear effect")
+                              & (family["kind"] != "simple")])
+    if len(unclear):
+        items = [f"{escape(r['term'])} ({interval(r['ci_low'], r['ci_high'])})"
+                 for _, r in unclear.iterrows()]
+        seeds = int(family["n_pairs"].max())
+        hint = (f" With {plural(seeds, 'paired seed')} each test has {seeds - 1} degrees of "
+                "freedom, so intervals are wide; more seeds narrow them fast."
+                if 2 <= seeds < 5 else "")
+        lines.append("- **Cannot tell** (no clear effect: the data fit every effect in the "
+                     f"interval, 0 included): {_named(items)}.{hint}")
+    few = family[family["outcome"] == "not enough data"]
+    if len(few):
+        lines.append("- **Not enough data** (fewer than 2 seeds where both sides finished): "
+                     f"{_named([escape(t) for t in few['term']])}.")
+    lines.append(f"- {_count_line(family)}")
+    return lines
+
+
+COUNT_WORDS = {"helps": ("helps", "help"), "hurts": ("hurts", "hurt"),
+               "no clear effect": ("with no clear effect",) * 2,
+               "not enough data": ("with not enough data",) * 2}
+
+
+def _count_line(family: pd.DataFrame) -> str:
+    """``Of 16 tests: 1 helps, 3 hurt, 1 unstable, 11 with no clear effect (...)``."""
+    counts = family["outcome"].value_counts()
+    parts = [f"{n} {COUNT_WORDS.get(kind, (kind, kind))[n != 1]}"
+             for kind in KIND_ORDER if (n := int(counts.get(kind, 0)))]
+    return (f"Of {plural(len(family), 'test')}: {', '.join(parts)} (paired over seeds, "
+            f"Holm-adjusted across all {len(family)}, α = {ALPHA}).")
+
+
+def _conclusion(family: pd.DataFrame, comparison: pd.DataFrame, spec: ReportSpec,
+                forest: Path | None) -> list[str]:
+    lines = ["## Conclusion", ""]
+    if family.empty:
+        return lines + ["Only one variant ran, so there is nothing to compare against the "
+                        "baseline.", ""]
+    lines += _findings(family, comparison, spec) + [""]
+    shown = _first_table_rows(family)
+    first = "Effect" if spec.design in FACTORIAL else "Change"
+    lines += [_effects_table(shown, spec, first), ""]
+    lines.append(
+        "Δ: the change's effect on the metric, paired by seed"
+        + (", averaged over the other factors; an interaction is a difference of differences"
+           if spec.design in FACTORIAL else "")
+        + ". ± CI: the Holm-adjusted interval that decides the verdict (it excludes 0 exactly "
+        "when the verdict is helps, hurts or interaction found; see Methods). Seeds: seeds "
+        "where both sides finished, of the study's"
+        + ("; partial: seeds where a cell of the average was lost (it is averaged over the "
+           "cells that finished there; which cells were lost is under Unstable)."
+           if (family.get("n_partial", pd.Series(dtype=int)) > 0).any() else ".")
+    )
+    lines += ["", *_aliasing(spec)]
+    if forest is not None:
+        caption = "The table's effects with the same intervals, coloured by verdict."
+        lines += [f"![{caption}]({forest.name})", "", f"*{caption}*", ""]
+    return lines
+
+
+def _aliasing(spec: ReportSpec) -> list[str]:
+    """Fractional designs: which two-factor interactions each main effect is confounded with."""
+    if spec.design != "fractional" or not spec.aliases:
+        return []
+    names = short_names(spec.factors)
+
+    def term(name: str) -> str:
+        return " × ".join(escape(names.get(part, part)) for part in name.split(":"))
+
+    items = [f"{term(main)} with {', '.join(term(t) for t in aliased)}"
+             for main, aliased in spec.aliases.items() if main in spec.factors]
+    return ["Fractional design: each main effect is confounded (aliased) with the two-factor "
+            f"interactions listed, so an apparent main effect may be one of them: "
+            f"{'; '.join(items)}.", ""]
+
+
+# --------------------------------------------------------------------- factorial details
+def _factorial_details(results, family, comparison, spec) -> list[str]:
+    if spec.design not in FACTORIAL or family.empty:
+        return []
+    lines = ["## Factorial analysis", ""]
+    simple = family[family["kind"] == "simple"]
+    dominant = dominant_factor(family)
+    if len(simple) and dominant is not None:
+        name = escape(short_names(spec.factors)[dominant])
+        lines += [
+            f"### Simple effects within each level of {name}",
+            "",
+            f"{name} has the largest main effect; each other factor's effect within each of its "
+            "levels (same Holm family as the table above):",
+            "",
+            _effects_table(simple, spec, "Effect"),
+            "",
         ]
-        out[variant] = "; ".join(diffs) or "(baseline)"
-    return out
+    lines += _trivial_section(results, spec)
+    lines += [
+        "### Every variant against the baseline",
+        "",
+        f"Each cell against the baseline, paired by seed; these {len(comparison)} comparisons "
+        "are a Holm family of their own.",
+        "",
+        _variant_table(comparison, summarize(results, spec), spec),
+        "",
+    ]
+    return lines
 
 
-def _trials(row: pd.Series, n_seeds: int) -> str:
-    lost = [f"{row[f'n_{s}']} {s}" for s in ("diverged", "failed", "missing") if row[f"n_{s}"]]
-    return f"{row['n_finished']}/{n_seeds}" + (f" ({', '.join(lost)})" if lost else "")
+def _trivial_section(results: pd.DataFrame, spec: ReportSpec) -> list[str]:
+    trivial = trivial_cells(results, spec)
+    if trivial is None:
+        return []
+    labels = dict(zip(results["variant"], results["label"]))
+    names = ", ".join(escape(labels[v]) for v in trivial["variants"])
+    partly = "; ".join(f"{escape(labels[v])} ({k} of {plural(n, 'seed')})"
+                       for v, (k, n) in trivial["partly"].items())
+    table = without_trivial(results, spec, trivial["variants"])
+    rows = [[escape(r["term"]), format_number(r["all"], signed=True),
+             format_number(r["trained"], signed=True), f"{r['kept']}/{r['pairs']}"]
+            for _, r in table.iterrows()]
+    return [
+        "### Cells at a trivial value",
+        "",
+        f"{plural(len(trivial['variants']), 'variant')} sit {escape(trivial['rule'])}, "
+        f"{escape(spec.metric)} ≈ {format_number(trivial['value'])}, on every seed: {names}."
+        + (f" Some seeds of others do too: {partly}." if partly else "")
+        + " A main effect averages over every cell, these included, so a factor that pushes "
+        "some cells there shows a large average effect even where it changes little among the "
+        "cells that trained, and the other factors' effects are diluted; the interactions and "
+        "simple effects show where. The same main effects over the matched pairs of cells "
+        "where neither is at the trivial value (mean over seeds; descriptive, not tested):",
+        "",
+        _table(["Effect", "Δ all cells", "Δ trained cells", "Pairs kept"], rows, (1, 2, 3)),
+        "",
+    ]
 
 
-def _conclusion_table(summary, comparison, results, spec) -> str:
-    changes = _changes(results, spec)
-    tuned = _tuned_values(results)
+def _variant_table(comparison: pd.DataFrame, summary: pd.DataFrame, spec: ReportSpec) -> str:
     comp = comparison.set_index("variant")
     rows = []
     for _, s in summary.iterrows():
-        c = comp.loc[s["variant"]] if s["variant"] in comp.index else None
-        verdict = "baseline" if c is None else c["verdict"]
-        rows.append(
-            [
-                escape(s["label"]),
-                changes[s["variant"]],
-                _plus_minus(s["mean"], s["ci_low"], s["ci_high"]),
-                DASH
-                if c is None
-                else _plus_minus(c["diff"], c["ci_low"], c["ci_high"], signed=True),
-                DASH if c is None else format_p(c["p_holm"]),
-                DASH if c is None else format_number(c["hedges_g"], signed=True),
-                f"**{verdict}**" if verdict in ("helps", "hurts") else verdict,
-                _trials(s, len(spec.seeds)),
-                _format_count(s["n_params"]),
-                _format_seconds(s["train_seconds"]),
-                *([tuned.get(s["variant"], DASH)] if tuned else []),
-            ]
-        )
-    header = [
-        "Variant",
-        "What changed",
-        f"{escape(spec.metric)} (mean ± 95% CI)",
-        "Δ vs baseline (± 95% CI)",
-        "p (Holm)",
-        "Hedges' g_z",
-        "Verdict",
-        "Finished",
-        "Params",
-        "Time/trial",
-        *(["Tuned values"] if tuned else []),
+        mean = plus_minus(s["mean"], s["ci_low"], s["ci_high"])
+        if s["variant"] not in comp.index:
+            rows.append([escape(s["label"]), mean, DASH, DASH, "baseline", _trials(s, spec)])
+            continue
+        c = comp.loc[s["variant"]]
+        rows.append([escape(s["label"]), mean,
+                     plus_minus(c["diff"], c["ci_low"], c["ci_high"], signed=True),
+                     format_p(c["p_holm"]), _verdict(c), _seeds(c)])
+    header = ["Variant", f"{escape(spec.metric)} (mean ± 95% CI)", "Δ ± CI", "p (Holm)",
+              "Verdict", "Seeds"]
+    return _table(header, rows, numeric=(1, 2, 3))
+
+
+def _trials(row: pd.Series, spec: ReportSpec) -> str:
+    lost = [f"{row[f'n_{s}']} {s}" for s in ("diverged", "failed", "missing") if row[f"n_{s}"]]
+    return f"{row['n_finished']}/{len(spec.seeds)}" + (f" ({', '.join(lost)})" if lost else "")
+
+
+# ------------------------------------------------------------------------- variants, costs
+COSTS = {"n_params": ("Params", format_count), "flops_per_sample": ("FLOPs/sample", format_count),
+         "train_seconds": ("Time/trial", format_seconds), "peak_mem_mb": ("Peak memory", format_mb)}
+
+
+def _costs(results: pd.DataFrame, summary: pd.DataFrame, spec: ReportSpec) -> list[str]:
+    """Each variant's mean and its costs; cost columns no trial logged are left out."""
+    tuned = _tuned_values(results)
+    costs = [c for c in COSTS if summary[c].notna().any()]
+    rows = [
+        [escape(s["label"]), plus_minus(s["mean"], s["ci_low"], s["ci_high"]),
+         *(COSTS[c][1](s[c]) for c in costs), *([tuned.get(s["variant"], DASH)] if tuned else [])]
+        for _, s in summary.iterrows()
     ]
-    return _table(header, rows, numeric=(2, 3, 4, 5, 8, 9))
+    header = ["Variant", f"{escape(spec.metric)} (mean ± 95% CI)",
+              *(COSTS[c][0] for c in costs), *(["Tuned values"] if tuned else [])]
+    numeric = tuple(range(1, 2 + len(costs)))
+    lines = ["## Variants and costs", "", _table(header, rows, numeric), "", _cost_note(costs), ""]
+    return lines + _ui_note(summary, spec)
+
+
+def _cost_note(costs: list[str]) -> str:
+    notes = ["Means over finished seeds."]
+    if "flops_per_sample" in costs:
+        notes.append("FLOPs: one training step's forward and backward pass per sample "
+                     "(torch.utils.flop_counter).")
+    if "train_seconds" in costs:
+        notes.append("Time: training wall time per trial on the machine that ran it.")
+    memory = ("on CUDA the most memory torch allocated during the trial (peak statistics reset "
+              "when it starts), on CPU under Linux the process's peak resident memory during "
+              "the trial, Python and torch included")
+    if "peak_mem_mb" in costs:
+        notes.append(f"Peak memory: {memory}; — where it could not be measured per trial.")
+    else:
+        notes.append("No peak memory: no trial here logged it. The built-in training loop "
+                     f"measures it per trial: {memory}; train=fn studies and other systems "
+                     "have no figure.")
+    return " ".join(notes)
+
+
+def _ui_note(summary: pd.DataFrame, spec: ReportSpec) -> list[str]:
+    """Where MLflow's UI group means (diverged runs' values included) differ from the report's."""
+    differ = summary[np.isfinite(summary["ui_mean"]) & ~np.isclose(
+        summary["ui_mean"], summary["mean"], rtol=1e-9, atol=0, equal_nan=True)]
+    if differ.empty:
+        return []
+    items = ", ".join(f"{escape(r['label'])} (UI {format_number(r['ui_mean'])}, report "
+                      f"{format_number(r['mean'])})" for _, r in differ.iterrows())
+    return [f"MLflow's UI, grouping runs by `ablate.label`, averages every run that logged a "
+            f"final {escape(spec.metric)}, diverged runs included; the report leaves diverged "
+            f"and failed trials out of means and pairs. They differ for: {items}.", ""]
 
 
 def _tuned_values(results: pd.DataFrame) -> dict[str, str]:
@@ -196,31 +420,6 @@ def _tuning_section(tuning: pd.DataFrame | None, spec: ReportSpec) -> list[str]:
     ]
 
 
-def _verdict_bullets(comparison: pd.DataFrame, spec: ReportSpec) -> list[str]:
-    if comparison.empty:
-        return ["- Only one variant ran, so there is nothing to compare against the baseline."]
-    counts = comparison["verdict"].value_counts()
-    bullets = [
-        f"- Of {len(comparison)} changes, {counts.get('helps', 0)} help, "
-        f"{counts.get('hurts', 0)} hurt and {counts.get('no clear effect', 0)} show no clear "
-        f"effect (paired t-test, Holm-corrected, α = {ALPHA})."
-    ]
-    for _, c in comparison[comparison["verdict"].isin(["helps", "hurts"])].iterrows():
-        bullets.append(
-            f"- **{escape(c['label'])}** {c['verdict']}: {escape(spec.metric)} "
-            f"{format_number(c['diff'], signed=True)} vs baseline "
-            f"(95% CI {format_number(c['ci_low'], signed=True)} to "
-            f"{format_number(c['ci_high'], signed=True)}; "
-            f"p = {format_p(c['p_holm'])} corrected; g_z = {format_number(c['hedges_g'])}; "
-            f"{c['n_pairs']} paired seeds)."
-        )
-    for verdict in ("no clear effect", "not enough data", "all diverged", "all failed"):
-        labels = comparison.loc[comparison["verdict"] == verdict, "label"]
-        if len(labels):
-            bullets.append(f"- {verdict.capitalize()}: " + ", ".join(map(escape, labels)) + ".")
-    return bullets
-
-
 def _status_line(summary: pd.DataFrame, spec: ReportSpec) -> str | None:
     finished, diverged, failed = (
         int(summary[f"n_{s}"].sum()) for s in ("finished", "diverged", "failed")
@@ -236,114 +435,121 @@ def _status_line(summary: pd.DataFrame, spec: ReportSpec) -> str | None:
     return f"> **{finished} of {spec.n_planned} trials finished**; {', '.join(parts)}."
 
 
-def _figures(results, history, spec, comparison, scores, out_dir, cams) -> list[str]:
-    metric, better = escape(spec.metric), "higher" if spec.mode == "max" else "lower"
+# -------------------------------------------------------------------------------- figures
+def _figures(results, history, spec, scores, out_dir, cams) -> list[str]:
+    metric = escape(spec.metric)
     figures = [
-        (
-            plots.forest_plot(comparison, spec, out_dir / "forest.png"),
-            f"Difference in {metric} from the baseline, mean over paired seeds with 95% CI, "
-            f"coloured by verdict ({better} is better).",
-        ),
-        (
-            plots.learning_curves(history, spec, out_dir / "learning_curves.png"),
-            f"{metric} per epoch, mean across seeds (band: ±1 SD across seeds).",
-        ),
-        (
-            plots.seed_plot(results, spec, out_dir / "seeds.png"),
-            f"Final {metric} of every finished seed (points) and quartiles (boxes); diverged and "
-            "failed trials are counted on the right.",
-        ),
-        (
-            plots.interaction_heatmap(results, spec, out_dir / "interactions.png"),
-            f"Mean final {metric} for pairs of the most influential factors (brighter is better).",
-        ),
-        (
-            plots.importance_plot(scores, spec, out_dir / "importance.png"),
-            f"Factor importance for {metric} (Optuna fANOVA, share of variance).",
-        ),
-        (
-            plots.cost_plot(results, spec, out_dir / "cost.png"),
-            f"Mean final {metric} against cost; the red line is the Pareto front (no other variant "
-            "is both cheaper and better).",
-        ),
-        (
-            plots.activation_plot(history, spec, out_dir / "activations.png"),
-            "Per-layer activation standard deviation at the final epoch (log scale), mean across "
-            "seeds.",
-        ),
+        (plots.interaction_plot(results, spec, out_dir / "interactions.png"),
+         f"Mean final {metric} for pairs of factors, averaged over seeds and the other factors; "
+         "lines that are not parallel show an interaction."),
+        (plots.learning_curves(history, spec, out_dir / "learning_curves.png"),
+         f"{metric} per epoch, mean across seeds (band: ±1 SD across seeds); the baseline, in "
+         "black, is in every panel."),
+        (plots.seed_plot(results, spec, out_dir / "seeds.png"),
+         f"Final {metric} of every finished seed (points) and quartiles (boxes); diverged and "
+         "failed trials are counted on the right."),
+        (plots.cost_plot(results, spec, out_dir / "cost.png"),
+         f"Mean final {metric} against cost. The red line, where drawn, is the Pareto front over "
+         "FLOPs (or parameters): no other variant is both cheaper and better; wall time, on "
+         "the right, depends on the machine and its load, so no front is drawn there."),
+        (plots.activation_plot(history, spec, out_dir / "activations.png"),
+         "Per-layer activation standard deviation at the final epoch, mean across seeds (band: "
+         "min to max across seeds); on a log scale a layer whose SD is 0 (dead) leaves a gap."),
+        (plots.importance_plot(scores, spec, out_dir / "importance.png"),
+         f"Factor importance for {metric} (Optuna fANOVA, share of variance)."),
     ]
     if cams is not None:
         target = out_dir / "cams.png"
         if Path(cams).resolve() != target.resolve():
             shutil.copyfile(cams, target)
-        figures.append((target, "Class-activation maps."))
+        figures.append((target, "Class activation maps of each variant with a CAM, on the same "
+                                "validation images (one seed each)."))
     return [f"![{caption}]({path.name})\n\n*{caption}*" for path, caption in figures if path]
 
 
-def _factorial_section(effects: dict, scores: pd.Series) -> list[str]:
-    lines = []
-    if effects:
-        lines += ["## Factorial analysis", ""]
-        anova = effects["anova"]
-        if not anova.empty:
-            aliased = anova["aliased_with"].astype(bool).any()
-            header = ["Term", "df", "F", "p", "partial η²"] + (["Aliased with"] if aliased else [])
-            rows = [
-                [
-                    escape(r["term"]),
-                    f"{r['df']:g}",
-                    format_number(r["F"]),
-                    format_p(r["p"]),
-                    format_number(r["partial_eta_sq"]),
-                ]
-                + ([escape(r["aliased_with"]) or DASH] if aliased else [])
-                for _, r in anova.iterrows()
-            ]
-            lines += ["Type II ANOVA of the final metric:", "", _table(header, rows, (1, 2, 3, 4))]
-            lines.append("")
-        lines += [f"- {escape(note)}" for note in effects["notes"]] + [""]
-        if not effects["level_means"].empty:
-            rows = [
-                [escape(r["factor"]), escape(r["level"]), format_number(r["mean"]), str(r["n"])]
-                for _, r in effects["level_means"].iterrows()
-            ]
-            lines += ["Mean final metric per factor level (finished trials):", ""]
-            lines += [_table(["Factor", "Level", "Mean", "n"], rows, (2, 3)), ""]
-    if not scores.empty:
-        rows = [[escape(f), format_number(v)] for f, v in scores.items()]
-        lines += ["## Factor importance", "", "Optuna fANOVA importance (seed 0), sums to 1:", ""]
-        lines += [_table(["Factor", "Importance"], rows, (1,)), ""]
-    return lines
+# ------------------------------------------------------------------------ more analyses
+def _importance_section(scores: pd.Series) -> list[str]:
+    if scores.empty:
+        return []
+    rows = [[escape(f), format_number(v)] for f, v in scores.items()]
+    return ["## Factor importance", "", "Optuna fANOVA importance (seed 0), sums to 1:", "",
+            _table(["Factor", "Importance"], rows, (1,)), ""]
 
 
-def _methods(summary: pd.DataFrame, comparison: pd.DataFrame, spec: ReportSpec) -> list[str]:
+# -------------------------------------------------------------------------------- methods
+def _methods(summary: pd.DataFrame, family: pd.DataFrame, spec: ReportSpec) -> list[str]:
     n = summary["n_finished"]
     n_text = f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
     seeds = ", ".join(map(str, spec.seeds))
-    return [
+    factorial = spec.design in FACTORIAL
+    lines = [
         "## Methods",
         "",
-        f"- **Design:** {escape(spec.design)}, {spec.n_variants} variants × {len(spec.seeds)} "
-        f"seeds ({seeds}); every variant uses the same seeds.",
+        f"- **Design:** {escape(spec.design)}, {spec.n_variants} variants × "
+        f"{plural(len(spec.seeds), 'seed')} ({seeds}); every variant uses the same seeds.",
         f"- **Metric:** final {escape(spec.metric)} ({spec.mode}imised); {n_text} finished "
         "seeds per variant. Diverged, failed and running trials are counted per variant and "
-        "excluded from means and pairs.",
-        "- **Mean and CI:** 95% Student t-interval of the mean, mean ± t(0.975, n−1)·s/√n "
-        "(scipy.stats); none with a single finished seed.",
-        "- **Comparison:** each variant against the baseline, paired by seed over the seeds where "
-        "both finished: paired t-test (scipy.stats.ttest_rel) and the paired-t 95% CI of the mean "
-        "difference (variant − baseline).",
-        f"- **Multiple comparisons:** Holm correction across all {len(comparison)} comparisons "
-        f"(statsmodels multipletests); α = {ALPHA}.",
-        "- **Effect size:** Hedges' g for paired data, g_z = J·d_z, d_z = mean(d)/sd(d) of the "
-        "per-seed differences d, J = 1 − 3/(4(n−1) − 1); needs 3 pairs.",
-        "- **Verdict:** helps/hurts when the corrected p < α (direction from whether higher or "
-        "lower is better), otherwise no clear effect; not enough data with fewer than 2 pairs.",
-        "- **Factorial analysis:** OLS with categorical factors and seed as a block, Type II "
-        "ANOVA (statsmodels); importance by Optuna's fANOVA evaluator.",
-        "",
-        *_settings(spec),
+        "left out of means and pairs (MLflow's UI group means include diverged runs that logged "
+        "a value).",
+        "- **Mean and CI of a variant:** 95% Student t-interval of the mean, mean ± "
+        "t(0.975, n−1)·s/√n (scipy.stats); none with a single finished seed.",
+        "- **Paired contrasts:** each comparison is computed per seed, over the seeds where the "
+        "variants it compares finished, and tested with a one-sample t-test of those per-seed "
+        "values (the paired t-test; scipy.stats)."
+        + (" A factorial effect averages, on each seed, the matched cell differences whose "
+           "cells both finished there, so a cell lost on one seed drops only its own pairs."
+           if factorial else ""),
     ]
+    if factorial:
+        lines.append(
+            "- **Factorial effects:** a main effect is the difference between two levels of a "
+            "factor averaged over the other factors (per seed: the mean over matched cells of "
+            "the cell difference; in a fractional design the difference of the two levels' "
+            "means, aliased as stated under the first table), for every pair of levels; a "
+            "two-factor interaction is the difference of differences (B's effect when A is "
+            "changed minus B's effect at A's baseline level), averaged over the other "
+            "factors; simple effects are each factor's effect within each level of the factor "
+            "with the largest main effect."
+        )
+    else:
+        lines.append(
+            "- **Comparisons:** each variant against the baseline, and every pair of levels of "
+            "a factor whose levels were each run with everything else at the baseline."
+        )
+    lines += [
+        f"- **Multiple comparisons:** Holm's step-down correction across all {len(family)} "
+        f"tests of the first table{' and the simple effects' if factorial else ''} "
+        f"(adjusted p-values as statsmodels' multipletests gives them); α = {ALPHA}."
+        + (" The per-variant comparisons with the baseline are a second Holm family."
+           if factorial else ""),
+        "- **Intervals (Holm-consistent):** with the family's p-values sorted, p(1) ≤ … ≤ p(m), "
+        "Holm rejects the first r; a rejected test of rank k shows the paired-t interval at "
+        "confidence 1 − α/(m − k + 1), the level its own step used, and every other test the "
+        "level where Holm stopped, 1 − α/(m − r). So an interval excludes 0 exactly when Holm "
+        "rejects, and the verdict is read off the interval.",
+        "- **Verdict:** helps/hurts (interaction found, for interactions) when the interval "
+        "excludes 0, direction from whether higher or lower is better; otherwise no clear "
+        "effect. *Unstable (k/n diverged)* when the changed side diverged or failed on k of the "
+        "n seeds where the other side finished (whatever its finished seeds show; if they "
+        "differ clearly too, the verdict says so)"
+        + (" — judged per variant against the baseline, since a lost cell has a matched "
+           "partner in every factor and so cannot be pinned on one" if factorial else "")
+        + "; all diverged / all failed when it never finished; not enough data with fewer "
+        "than 2 usable seeds.",
+        "- **Effect size:** Hedges' g for paired data, g_z = J·d_z, d_z = mean(d)/sd(d) of the "
+        "per-seed differences d, J = 1 − 3/(4(n−1) − 1); given in the sentences above only with "
+        "5 or more pairs and when the differences vary (|d_z| ≤ 100).",
+    ]
+    if factorial:
+        lines.append(
+            "- **Cells at a trivial value:** with a known chance level (1/num_classes for an "
+            "accuracy whose config sets `model.num_classes`), cells whose every finished seed "
+            "is within 10% of the way from chance to the best cell's mean. Otherwise, for an "
+            "accuracy, the lowest finished trial's value when it is at most 0.5 and at least "
+            "two cells have every finished seed within 5% of the way from it to the best cell "
+            "(a floor several configurations fall to). Other metrics: not flagged."
+        )
+    return lines + ["", *_settings(spec)]
 
 
 def _settings(spec: ReportSpec) -> list[str]:
@@ -392,30 +598,33 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     results.to_csv(out_dir / "results.csv", index=False)
     summary = summarize(results, spec)
+    family = effects(results, spec, alpha=ALPHA)
     comparison = compare(results, spec, alpha=ALPHA)
-    effects = factorial_effects(results, spec)
     scores = importance(results, spec)
     better = "higher" if spec.mode == "max" else "lower"
     lines = [
         f"# Ablation study: {escape(spec.name)}",
         "",
         f"Metric: **{escape(spec.metric)}** ({better} is better) · design: "
-        f"{escape(spec.design)} · {spec.n_variants} variants × {len(spec.seeds)} seeds.",
+        f"{escape(spec.design)} · {spec.n_variants} variants × "
+        f"{plural(len(spec.seeds), 'seed')}.",
         "",
     ]
-    if spec.command:
-        lines += ["Produced by:", "", _fence(spec.command, "sh"), ""]
+    lines += [line for note in spec.notes for line in (f"> {escape(note)}", "")]
     status = _status_line(summary, spec)
     if status:
         lines += [status, ""]
-    lines += ["## Conclusion", "", _conclusion_table(summary, comparison, results, spec), ""]
-    lines += _verdict_bullets(comparison, spec) + [""]
+    table_rows = _display_order(family)
+    forest = plots.forest_plot(_first_table_rows(table_rows), spec, out_dir / "forest.png")
+    lines += _conclusion(table_rows, comparison, spec, forest)
+    lines += _factorial_details(results, table_rows, comparison, spec)
+    lines += _costs(results, summary, spec)
     lines += _tuning_section(tuning, spec)
-    figures = _figures(results, history, spec, comparison, scores, out_dir, cams)
+    figures = _figures(results, history, spec, scores, out_dir, cams)
     if figures:
         lines += ["## Figures", "", "\n\n".join(figures), ""]
-    lines += _factorial_section(effects, scores)
-    lines += _methods(summary, comparison, spec)
+    lines += _importance_section(scores)
+    lines += _methods(summary, family, spec)
     lines += _provenance(spec, samples)
     path = out_dir / "report.md"
     path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")

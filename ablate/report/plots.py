@@ -2,10 +2,14 @@
 
 Figures are drawn on standalone ``matplotlib.figure.Figure`` objects (Agg canvas), so no pyplot
 state or global backend is touched; seaborn and matplotlib are imported only when plotting.
+They are sized for GitHub's ~900 px wide column: at most :data:`MAX_LINES` lines per panel
+(more variants are split over panels, each repeating the baseline), labels wrapped, axes fitted
+to the data.
 """
 
 from __future__ import annotations
 
+import math
 import textwrap
 import warnings
 from itertools import combinations
@@ -14,17 +18,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ablate.report.effects import factor_levels
 from ablate.report.spec import ReportSpec
-from ablate.report.stats import summarize, usable, varying_factors
+from ablate.report.stats import summarize
+from ablate.report.trials import usable, varying_factors
 
 VERDICT_COLOURS = {
     "helps": "#1a9850",
     "hurts": "#d73027",
+    "interaction found": "#e66101",
+    "unstable": "#762a83",
     "no clear effect": "#737373",
     "not enough data": "#bdbdbd",
-    "all diverged": "#762a83",
+    "all diverged": "#40004b",
     "all failed": "#000000",
 }
+MAX_LINES = 8
+DPI = 110
+WIDTH = 8.2  # inches: about 900 px, GitHub's column width
 
 
 def _wrap(label: object, width: int = 28) -> str:
@@ -35,84 +46,117 @@ def _wrap(label: object, width: int = 28) -> str:
 def _figure(width: float, height: float):
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), layout="constrained")
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
 def _rows_height(n: int) -> float:
-    return max(3.0, 0.42 * n + 1.4)
-
-
-def _palette(n: int) -> list:
-    import seaborn as sns
-
-    return sns.color_palette("tab10" if n <= 10 else "husl", n)
+    return max(3.0, 0.38 * n + 1.4)
 
 
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=DPI)
     return path
-
-
-def _legend_outside(ax, title: str | None = None) -> None:
-    import seaborn as sns
-
-    if ax.get_legend() is not None:  # seaborn adds none for a single hue level
-        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), title=title, fontsize=7)
 
 
 def _better(spec: ReportSpec) -> str:
     return "higher" if spec.mode == "max" else "lower"
 
 
-def forest_plot(comparison: pd.DataFrame, spec: ReportSpec, path: str | Path) -> Path | None:
-    """Each variant's paired difference from the baseline with its 95% CI, coloured by verdict."""
-    if comparison.empty:
+def _groups(order: list[str]) -> list[list[str]]:
+    """Split variants (baseline first) into balanced panels of at most MAX_LINES lines, each
+    starting with the baseline."""
+    base, others = order[0], order[1:]
+    if not others:
+        return [[base]]
+    panels = math.ceil(len(others) / (MAX_LINES - 1))
+    size = math.ceil(len(others) / panels)
+    return [[base, *others[i : i + size]] for i in range(0, len(others), size)]
+
+
+def _panel_colours(n: int) -> list:
+    """Black for the baseline, then tab10 colours."""
+    import seaborn as sns
+
+    return ["black", *sns.color_palette("tab10", max(n - 1, 1))][:n]
+
+
+def forest_plot(family: pd.DataFrame, spec: ReportSpec, path: str | Path) -> Path | None:
+    """Each contrast's estimate with the interval that decides its verdict, coloured by verdict.
+
+    ``family`` is the report's first table (``term``, ``diff``, ``ci_low``, ``ci_high``,
+    ``outcome``), drawn top to bottom in its order.
+    """
+    if family.empty:
         return None
-    fig = _figure(8, _rows_height(len(comparison)))
+    fig = _figure(WIDTH, _rows_height(len(family)))
     ax = fig.subplots()
-    pos = pd.Series(np.arange(len(comparison)), index=comparison.index)
-    for verdict, group in comparison.groupby("verdict", sort=False):
-        colour = VERDICT_COLOURS.get(verdict, "grey")
+    pos = pd.Series(np.arange(len(family)), index=family.index)
+    for outcome, group in family.groupby("outcome", sort=False):
+        colour = VERDICT_COLOURS.get(outcome, "grey")
         shown = group[group["diff"].notna()]
         err = np.vstack([shown["diff"] - shown["ci_low"], shown["ci_high"] - shown["diff"]])
-        ax.errorbar(
-            shown["diff"],
-            pos[shown.index],
-            xerr=np.nan_to_num(err),
-            fmt="o",
-            color=colour,
-            capsize=3,
-            label=verdict,
-        )
+        ax.errorbar(shown["diff"], pos[shown.index], xerr=np.nan_to_num(err), fmt="o",
+                    color=colour, capsize=3, label=outcome)
         for i in group.index.difference(shown.index):
-            ax.text(0, pos[i], f" {verdict}", va="center", color=colour, fontsize=9)
+            ax.text(0, pos[i], f" {outcome}", va="center", color=colour, fontsize=8)
     ax.axvline(0, color="black", linewidth=1)
-    ax.set_yticks(pos, [_wrap(label) for label in comparison["label"]], fontsize=8)
-    ax.set_ylim(len(comparison) - 0.5, -0.5)
-    ax.set_xlabel(f"{spec.metric}: variant − baseline (mean over paired seeds, 95% CI)")
-    ax.set_title(f"Effect of each change ({_better(spec)} is better)")
+    ax.set_yticks(pos, [_wrap(term, 34) for term in family["term"]], fontsize=8)
+    ax.set_ylim(len(family) - 0.5, -0.5)
+    ax.set_xlabel(f"difference in {spec.metric} (Holm-adjusted interval)")
+    ax.set_title(f"Effects ({_better(spec)} is better); an interval excludes 0 exactly when the "
+                 "verdict is helps/hurts", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=7, loc="best")
     return _save(fig, path)
+
+
+def _small_multiples(groups: list[list[str]], height: float):
+    """One panel per group, stacked, sharing both axes so panels compare at a glance."""
+    fig = _figure(WIDTH, max(3.2, height * len(groups) + 0.6))
+    return fig, fig.subplots(len(groups), 1, squeeze=False, sharex=True, sharey=True).ravel()
+
+
+def _legend_right(ax, title: str | None = None) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7, frameon=False,
+                  title=title, title_fontsize=7)
 
 
 def learning_curves(history: pd.DataFrame, spec: ReportSpec, path: str | Path) -> Path | None:
-    """Study metric per epoch and variant: mean across seeds with a ±1 SD band."""
-    import seaborn as sns
-
+    """Study metric per epoch: mean across seeds with a ±1 SD band, at most MAX_LINES a panel."""
     data = history[history["key"] == spec.metric]
     if data.empty:
         return None
-    data = data.assign(label=data["label"].map(_wrap))
-    n = data["label"].nunique()
-    fig = _figure(10, 5.5)
-    ax = fig.subplots()
-    sns.lineplot(data, x="step", y="value", hue="label", errorbar="sd", palette=_palette(n), ax=ax)
-    _legend_outside(ax)
-    ax.set(xlabel="epoch", ylabel=spec.metric, title=f"{spec.metric} during training")
+    stats = data.groupby(["variant", "step"])["value"].agg(["mean", "std"]).reset_index()
+    label = dict(zip(data["variant"], data["label"]))
+    order = _baseline_first(list(label), history)
+    groups = _groups(order)
+    fig, axes = _small_multiples(groups, 2.5)
+    for ax, group in zip(axes, groups):
+        for variant, colour in zip(group, _panel_colours(len(group))):
+            line = stats[stats["variant"] == variant]
+            ax.plot(line["step"], line["mean"], color=colour, label=_wrap(label[variant]),
+                    linewidth=2 if variant == order[0] else 1.3)
+            ax.fill_between(line["step"], line["mean"] - line["std"].fillna(0),
+                            line["mean"] + line["std"].fillna(0), color=colour, alpha=0.12)
+        ax.set_ylabel(spec.metric)
+        ax.grid(alpha=0.3)
+        _legend_right(ax)
+    axes[-1].set_xlabel("epoch")
+    axes[-1].xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle(f"{spec.metric} during training (mean over seeds, band ±1 SD; baseline black)",
+                 fontsize=10)
     return _save(fig, path)
+
+
+def _baseline_first(order: list[str], history: pd.DataFrame) -> list[str]:
+    """``order`` with the baseline (variant labelled "baseline" if history has no flag) first."""
+    base = history.loc[history["label"] == "baseline", "variant"]
+    if len(base) and base.iloc[0] in order:
+        order = [base.iloc[0], *(v for v in order if v != base.iloc[0])]
+    return order
 
 
 def seed_plot(results: pd.DataFrame, spec: ReportSpec, path: str | Path) -> Path | None:
@@ -123,179 +167,226 @@ def seed_plot(results: pd.DataFrame, spec: ReportSpec, path: str | Path) -> Path
     if data.empty:
         return None
     summary = summarize(results, spec)
-    order = [_wrap(label) for label in summary["label"]]
-    data = data.assign(label=data["label"].map(_wrap), seed=data["seed"].astype(str))
-    fig = _figure(8.5, _rows_height(len(order)))
+    order = [_wrap(label, 34) for label in summary["label"]]
+    data = data.assign(label=data["label"].map(lambda x: _wrap(x, 34)),
+                       seed=data["seed"].astype(str))
+    fig = _figure(WIDTH, _rows_height(len(order)))
     ax = fig.subplots()
     with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib's deprecated `vert`
         warnings.simplefilter("ignore", DeprecationWarning)
         sns.boxplot(data, x="final", y="label", order=order, color="0.92", showfliers=False, ax=ax)
-    sns.stripplot(
-        data,
-        x="final",
-        y="label",
-        order=order,
-        hue="seed",
-        jitter=0.15,
-        size=5,
-        palette=_palette(data["seed"].nunique()),
-        ax=ax,
-    )
+    sns.stripplot(data, x="final", y="label", order=order, hue="seed", jitter=0.15, size=5,
+                  palette=sns.color_palette("tab10", data["seed"].nunique()), ax=ax)
     for i, row in summary.iterrows():
         lost = [f"{row[f'n_{s}']} {s}" for s in ("diverged", "failed") if row[f"n_{s}"]]
         if lost:
-            ax.annotate(
-                ", ".join(lost),
-                (1.0, i),
-                xycoords=("axes fraction", "data"),
-                xytext=(-4, 0),
-                textcoords="offset points",
-                ha="right",
-                va="center",
-                fontsize=7,
-                color=VERDICT_COLOURS["all diverged"],
-            )
-    _legend_outside(ax, "seed")
+            ax.annotate(", ".join(lost), (1.0, i), xycoords=("axes fraction", "data"),
+                        xytext=(-4, 0), textcoords="offset points", ha="right", va="center",
+                        fontsize=7, color=VERDICT_COLOURS["unstable"])
+    _legend_right(ax, "seed")
     ax.tick_params(axis="y", labelsize=8)
     ax.set(xlabel=f"final {spec.metric} ({_better(spec)} is better)", ylabel="")
-    ax.set_title("Per-seed results (finished trials)")
+    ax.set_title("Per-seed results (finished trials)", fontsize=10)
     return _save(fig, path)
 
 
-def interaction_heatmap(results: pd.DataFrame, spec: ReportSpec, path: str | Path) -> Path | None:
-    """Factorial designs: mean final metric over each pair of the (up to 4) most influential
-    factors, ranked by the spread of their level means. Brighter is always better."""
-    import seaborn as sns
+def _factor_spread(data: pd.DataFrame, factors: list[str]) -> list[str]:
+    """Factors by the spread of their level means, largest first."""
+    spread = {f: np.ptp(data.groupby(f)["final"].mean()) for f in factors}
+    return sorted(factors, key=spread.get, reverse=True)
 
+
+def interaction_plot(results: pd.DataFrame, spec: ReportSpec, path: str | Path) -> Path | None:
+    """Full factorials: one panel per pair of the (up to 4) most influential factors; x the
+    levels of one, a line per level of the other, y the mean over seeds of the final metric
+    averaged over the remaining factors. Parallel lines: no interaction."""
     factors = varying_factors(results, spec)
-    if spec.design not in ("full_factorial", "fractional") or len(factors) < 2:
+    if spec.design != "full_factorial" or len(factors) < 2:
         return None
     data = usable(results).astype({f: str for f in factors})
-    spread = {f: np.ptp(data.groupby(f)["final"].mean()) for f in factors}
-    pairs = list(combinations(sorted(factors, key=spread.get, reverse=True)[:4], 2))
-    tables = [data.pivot_table(index=a, columns=b, values="final") for a, b in pairs]
+    pairs = list(combinations(_factor_spread(data, factors)[:4], 2))
     ncols = min(3, len(pairs))
     nrows = -(-len(pairs) // ncols)
-    fig = _figure(4.3 * ncols + 1, 3.6 * nrows)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    vmin = min(t.min().min() for t in tables)
-    vmax = max(t.max().max() for t in tables)
-    cmap = "viridis" if spec.mode == "max" else "viridis_r"
-    for ax, table in zip(axes, tables):
-        sns.heatmap(
-            table,
-            annot=True,
-            fmt=".3g",
-            cmap=cmap,
-            vmin=vmin,
-            vmax=vmax,
-            cbar=False,
-            ax=ax,
-            annot_kws={"fontsize": 8},
-        )
-    for ax in axes[len(tables) :]:
+    fig = _figure(WIDTH, 2.7 * nrows + 0.7)
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
+    for ax, (a, b) in zip(axes, pairs):
+        per_seed = data.groupby([a, b, "seed"])["final"].mean().groupby([a, b]).mean()
+        table = per_seed.unstack(b)
+        table = table.reindex(index=_levels(spec, a, table.index),
+                              columns=_levels(spec, b, table.columns))
+        for level, colour in zip(table.columns, _panel_colours(len(table.columns))):
+            ax.plot(range(len(table.index)), table[level], "o-", color=colour,
+                    label=_wrap(level, 14))
+        ax.set_xticks(range(len(table.index)), [_wrap(x, 12) for x in table.index], fontsize=8)
+        ax.set_xlim(-0.3, len(table.index) - 0.7)
+        ax.set_xlabel(_wrap(a.rsplit(".", 1)[-1], 20), fontsize=8)
+        ax.legend(title=_wrap(b.rsplit(".", 1)[-1], 20), fontsize=7, title_fontsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(pairs):]:
         ax.set_axis_off()
-    fig.colorbar(axes[0].collections[0], ax=axes.tolist(), label=f"mean final {spec.metric}")
-    fig.suptitle("Two-factor interactions (mean over seeds)")
+    axes[0].set_ylabel(f"mean final {spec.metric}")
+    fig.suptitle("Interactions: mean over seeds and the other factors (parallel lines: none)",
+                 fontsize=10)
     return _save(fig, path)
+
+
+def _levels(spec: ReportSpec, factor: str, present) -> list[str]:
+    """Present levels of a factor as text, the baseline's first."""
+    return factor_levels(spec, factor, pd.Series(list(present)))
 
 
 def importance_plot(importance: pd.Series, spec: ReportSpec, path: str | Path) -> Path | None:
     """Horizontal bars of factor importance."""
     if importance.empty:
         return None
-    fig = _figure(7, _rows_height(len(importance)))
+    fig = _figure(6.5, _rows_height(len(importance)) * 0.8)
     ax = fig.subplots()
     ax.barh([_wrap(f) for f in importance.index], importance.to_numpy(), color="#4c72b0")
     ax.invert_yaxis()
-    ax.set(
-        xlabel=f"importance for {spec.metric} (fANOVA, share of variance)",
-        title="Factor importance",
-    )
+    ax.set_xlim(0, 1)
+    ax.set(xlabel=f"importance for {spec.metric} (fANOVA, share of variance)",
+           title="Factor importance")
     return _save(fig, path)
 
 
+def _pareto(points: pd.DataFrame, cost: str, sign: int) -> pd.DataFrame:
+    """Variants no other variant beats on both cost (lower) and metric (better)."""
+    ordered = points.assign(score=sign * points["mean"]).sort_values(
+        [cost, "score"], ascending=[True, False])
+    return ordered[ordered["score"] > ordered["score"].cummax().shift(fill_value=-np.inf)]
+
+
+def _spread(y: np.ndarray, gap: float) -> np.ndarray:
+    """Positions near ``y`` at least ``gap`` apart (order kept), centred on the originals."""
+    order = np.argsort(y)
+    placed = y[order].astype(float)
+    for i in range(1, len(placed)):
+        placed[i] = max(placed[i], placed[i - 1] + gap)
+    placed -= (placed - y[order]).mean()
+    out = np.empty_like(placed)
+    out[order] = placed
+    return out
+
+
+def _label_points(ax, fig, x: pd.Series, y: pd.Series, texts: list[str]) -> None:
+    """Labels beside their points (left of those in the right half), pushed apart vertically
+    so none overlap, each joined to its point by a thin line."""
+    fig.canvas.draw()  # fix the layout before converting to pixels
+    pixels = ax.transData.transform(np.column_stack([x, y]))
+    middle = ax.transAxes.transform((0.5, 0.5))[0]
+    lines = max(t.count("\n") + 1 for t in texts)
+    placed = _spread(pixels[:, 1], 10.0 * lines + 3)  # ~7 pt lines at 110 dpi
+    points_per_pixel = 72 / fig.dpi
+    for xv, yv, (px, py), ty, text in zip(x, y, pixels, placed, texts):
+        left = px > middle
+        note = ax.annotate(
+            text, xy=(xv, yv), fontsize=7, va="center",
+            ha="right" if left else "left", textcoords="offset points",
+            xytext=(-14 if left else 14, (ty - py) * points_per_pixel),
+            arrowprops={"arrowstyle": "-", "color": "0.6", "linewidth": 0.6},
+        )
+        note.set_in_layout(False)
+
+
+def _fit_y(ax, centre: pd.Series, low: pd.Series, high: pd.Series, accuracy: bool) -> None:
+    """Y limits around the data: never below 0 when no value is, never above 1 for an accuracy
+    whose values are not."""
+    lo, hi = float(low.min()), float(high.max())
+    pad = 0.05 * (hi - lo or abs(hi) or 1)
+    lo, hi = lo - pad, hi + pad
+    if (centre >= 0).all():
+        lo = max(lo, 0 - pad / 2)
+    if accuracy and (centre <= 1).all():
+        hi = min(hi, 1 + pad / 2)
+    ax.set_ylim(lo, hi)
+
+
+COST_NAMES = {"flops_per_sample": "training FLOPs per sample", "n_params": "parameters",
+              "train_seconds": "time per trial (s)"}
+
+
+def _varies(values: pd.Series) -> bool:
+    values = values.dropna()
+    return len(values) > 1 and values.max() > values.min()
+
+
 def cost_plot(results: pd.DataFrame, spec: ReportSpec, path: str | Path) -> Path | None:
-    """Mean final metric vs cost (parameters, training time) per variant, Pareto front marked."""
+    """Mean final metric against cost: FLOPs per sample (or parameters when FLOPs were not
+    counted or are all equal) with the Pareto front labelled, and, smaller, against time per
+    trial (no front: wall time depends on the machine and its load)."""
+    from matplotlib.ticker import EngFormatter
+
     summary = summarize(results, spec).dropna(subset=["mean"])
-    costs = [c for c in ("n_params", "train_seconds") if summary[c].notna().any()]
+    main = next((c for c in ("flops_per_sample", "n_params") if _varies(summary[c])), None)
+    costs = [c for c in (main, "train_seconds") if c and summary[c].notna().any()]
     if summary.empty or not costs:
         return None
-    sign = 1 if spec.mode == "max" else -1
-    fig = _figure(6 * len(costs), 5)
-    for ax, cost in zip(fig.subplots(1, len(costs), squeeze=False)[0], costs):
+    fig = _figure(WIDTH, 4.4)
+    axes = fig.subplots(1, len(costs), squeeze=False, sharey=True,
+                        gridspec_kw={"width_ratios": [2.2, 1][: len(costs)]})[0]
+    err = (summary["mean"] - summary["ci_low"]).fillna(0)
+    for ax, cost in zip(axes, costs):
         points = summary.dropna(subset=[cost])
-        points = points.assign(score=sign * points["mean"]).sort_values(
-            [cost, "score"], ascending=[True, False]
-        )
-        front = points[points["score"] > points["score"].cummax().shift(fill_value=-np.inf)]
-        err = (points["mean"] - points["ci_low"]).fillna(0)
-        ax.errorbar(
-            points[cost],
-            points["mean"],
-            yerr=err,
-            fmt="o",
-            color="0.6",
-            ecolor="0.85",
-            label="variant (95% CI)",
-        )
-        ax.plot(front[cost], front["mean"], "o-", color="#d73027", label="Pareto front")
+        ax.errorbar(points[cost], points["mean"], yerr=err[points.index], fmt="o",
+                    color="0.55", ecolor="0.85", markersize=4, label="variant (95% CI)")
         base = points[points["baseline"]]
-        ax.plot(base[cost], base["mean"], "*", color="black", markersize=12, label="baseline")
-        for _, row in front.iterrows():
-            ax.annotate(
-                _wrap(row["label"], 22),
-                (row[cost], row["mean"]),
-                fontsize=7,
-                xytext=(4, 4),
-                textcoords="offset points",
-            )
-        if cost == "n_params" and (points[cost] > 0).all():
-            ax.set_xscale("log")
-        ax.set(
-            xlabel="parameters" if cost == "n_params" else "training time per trial (s)",
-            ylabel=f"mean final {spec.metric} ({_better(spec)} is better)",
-        )
-        ax.legend(fontsize=7)
-    fig.suptitle("Metric vs cost")
+        ax.plot(base[cost], base["mean"], "*", color="black", markersize=11, label="baseline")
+        if cost != "train_seconds":
+            if (points[cost] > 0).all() and points[cost].max() > 5 * points[cost].min():
+                ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+        ax.margins(x=0.15)
+        ax.grid(alpha=0.3)
+        ax.set_xlabel(COST_NAMES[cost])
+    _fit_y(axes[0], summary["mean"], summary["mean"] - err, summary["mean"] + err,
+           "acc" in spec.metric.lower())
+    axes[0].set_ylabel(f"mean final {spec.metric} ({_better(spec)} is better)")
+    if main is not None:
+        points = summary.dropna(subset=[main])
+        front = _pareto(points, main, 1 if spec.mode == "max" else -1)
+        axes[0].plot(front[main], front["mean"], "o-", color="#d73027", markersize=5,
+                     label="Pareto front")
+        _label_points(axes[0], fig, front[main], front["mean"],
+                      [_wrap(label, 24) for label in front["label"]])
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle("Metric against cost", fontsize=10)
     return _save(fig, path)
 
 
 def activation_plot(history: pd.DataFrame, spec: ReportSpec, path: str | Path) -> Path | None:
-    """Per-layer activation SD (``act_std/<layer>`` keys) at each run's final epoch, log scale."""
-    import seaborn as sns
-
+    """Per-layer activation SD (``act_std/<layer>`` keys) at each run's final epoch: mean across
+    seeds, band min–max across seeds; a log scale when the positive values span over 30x."""
     acts = history[history["key"].str.startswith("act_std/")]
     if acts.empty:
         return None
     acts = acts[acts["step"] == acts.groupby("run_id")["step"].transform("max")]
-    layer = acts["key"].str.removeprefix("act_std/")
-    layers = list(dict.fromkeys(layer))
-    acts = acts.assign(
-        pos=layer.map({name: i for i, name in enumerate(layers)}), label=acts["label"].map(_wrap)
-    )
-    fig = _figure(max(8, 0.5 * len(layers) + 5), 5.5)
-    ax = fig.subplots()
-    sns.lineplot(
-        acts,
-        x="pos",
-        y="value",
-        hue="label",
-        marker="o",
-        errorbar="sd",
-        palette=_palette(acts["label"].nunique()),
-        ax=ax,
-    )
-    _legend_outside(ax)
-    ax.set_yscale("log")
-    ax.set_xticks(
-        range(len(layers)),
-        [_wrap(name, 20) for name in layers],
-        rotation=45,
-        ha="right",
-        fontsize=8,
-    )
-    ax.set(
-        xlabel="layer", ylabel="activation std (final epoch)", title="Activation scale per layer"
-    )
+    acts = acts.assign(layer=acts["key"].str.removeprefix("act_std/"))
+    layers = list(dict.fromkeys(acts["layer"]))
+    stats = acts.groupby(["variant", "layer"])["value"].agg(["mean", "min", "max"])
+    label = dict(zip(acts["variant"], acts["label"]))
+    order = _baseline_first(list(dict.fromkeys(acts["variant"])), history)
+    groups = _groups(order)
+    fig, axes = _small_multiples(groups, 2.4)
+    positive = acts.loc[acts["value"] > 0, "value"]
+    log = len(positive) > 0.9 * len(acts) and positive.max() > 30 * positive.min()
+    for ax, group in zip(axes, groups):
+        for variant, colour in zip(group, _panel_colours(len(group))):
+            line = stats.loc[variant].reindex(layers)
+            if log:  # a dead layer's 0 has no place on a log axis: a gap, not a cliff
+                line = line.where(line > 0).assign(min=line["min"].clip(lower=positive.min()))
+            x = np.arange(len(layers))
+            ax.plot(x, line["mean"], "o-", color=colour, markersize=3, label=_wrap(label[variant]),
+                    linewidth=2 if variant == order[0] else 1.2)
+            ax.fill_between(x, line["min"], line["max"], color=colour, alpha=0.12)
+        if log:
+            ax.set_yscale("log")
+        elif (acts["value"] >= 0).all():
+            ax.set_ylim(bottom=0)
+        ax.set_ylabel("activation SD")
+        ax.grid(alpha=0.3)
+        _legend_right(ax)
+    axes[-1].set_xticks(range(len(layers)), [_wrap(name, 18) for name in layers], rotation=30,
+                        ha="right", fontsize=7)
+    fig.suptitle("Activation scale per layer at the final epoch (mean over seeds, band min–max)",
+                 fontsize=10)
     return _save(fig, path)

@@ -22,6 +22,8 @@ class ReportSpec:
     mlflow: dict[str, str] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)  # the baseline's resolved config
     tune: dict[str, Any] = field(default_factory=dict)  # space, trials, config, seed (if tuned)
+    chance: float | None = None  # the metric's trivial value (e.g. 1/num_classes), if known
+    notes: list[str] = field(default_factory=list)  # shown under the title: scope, provenance
 
     @property
     def n_planned(self) -> int:
@@ -35,6 +37,7 @@ def spec_from_study(
     command: str = "",
     environment: dict[str, str] | None = None,
     mlflow: dict[str, str] | None = None,
+    notes: list[str] | None = None,
 ) -> ReportSpec:
     """The reporter's view of an :class:`ablate.Study`."""
     return ReportSpec(
@@ -53,4 +56,14 @@ def spec_from_study(
         config=dict(study.baseline_variant.config),
         tune={"space": dict(study.tune), "trials": study.tune_trials,
               "config": dict(study.tune_config), "seed": study.tune_seed} if study.tune else {},
+        chance=_chance(study.metric, study.baseline_variant.config),
+        notes=list(notes or []),
     )
+
+
+def _chance(metric: str, config: dict[str, Any]) -> float | None:
+    """1/num_classes for an accuracy metric when the config names the number of classes."""
+    classes = config.get("model.num_classes")
+    if "acc" not in metric or not isinstance(classes, int) or classes < 2:
+        return None
+    return 1 / classes

@@ -1,11 +1,8 @@
-"""Statistics over per-trial results: summaries, paired comparisons, factorial effects, importance.
+"""Statistics over per-trial results: summaries, comparisons with the baseline, ANOVA, importance.
 
-Conventions used throughout (and stated in the report's Methods section):
-
-* A trial *counts* when its status is ``finished`` and its ``final`` value is finite. Diverged and
-  failed trials are counted per variant, never silently dropped; ``running`` trials, finished
-  trials without a value and seeds with no trial at all are counted as *missing*.
-* If a (variant, seed) pair was finished more than once, the last row is used.
+Which trials count is defined in :mod:`ablate.report.trials`; paired tests, Holm and the
+intervals that decide verdicts in :mod:`ablate.report.inference`; the design's family of
+effects in :mod:`ablate.report.effects`.
 """
 
 from __future__ import annotations
@@ -14,11 +11,21 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ablate.report.inference import Contrast, evaluate
 from ablate.report.spec import ReportSpec
+from ablate.report.trials import (
+    COUNT_COLUMNS,
+    baseline_variant,
+    counts,
+    grids,
+    labels,
+    usable,
+    variant_order,
+    varying_factors,
+)
 
 CONFIDENCE = 0.95
-COST_COLUMNS = ["n_params", "flops_per_sample", "train_seconds"]
-COUNT_COLUMNS = ["n_finished", "n_diverged", "n_failed", "n_missing"]
+COST_COLUMNS = ["n_params", "flops_per_sample", "train_seconds", "peak_mem_mb"]
 COMPARE_COLUMNS = [
     "variant",
     "label",
@@ -27,85 +34,52 @@ COMPARE_COLUMNS = [
     "diff",
     "ci_low",
     "ci_high",
+    "confidence",
     "p",
     "p_holm",
     "hedges_g",
     "verdict",
+    "outcome",
+    "unstable",
+    "n_seeds",
+    "lost_diverged",
+    "lost_failed",
+    "lost_missing",
 ]
-
-
-def usable(results: pd.DataFrame) -> pd.DataFrame:
-    """Trials that count: finished with a finite final value, one per (variant, seed)."""
-    ok = results[(results["status"] == "finished") & np.isfinite(results["final"])]
-    return ok.drop_duplicates(["variant", "seed"], keep="last")
-
-
-def baseline_variant(results: pd.DataFrame) -> str | None:
-    ids = results.loc[results["baseline"].astype(bool), "variant"]
-    return ids.iloc[0] if len(ids) else None
-
-
-def variant_order(results: pd.DataFrame) -> list[str]:
-    """Variants in order of first appearance, baseline first."""
-    order = list(dict.fromkeys(results["variant"]))
-    base = baseline_variant(results)
-    if base is not None:
-        order.remove(base)
-        order.insert(0, base)
-    return order
-
-
-def varying_factors(results: pd.DataFrame, spec: ReportSpec) -> list[str]:
-    """Factors of the spec present in ``results`` whose level varies among the counted trials."""
-    data = usable(results)
-    return [f for f in spec.factors if f in data and data[f].astype(str).nunique() > 1]
-
-
-def _counts(results: pd.DataFrame, spec: ReportSpec) -> pd.DataFrame:
-    """Per variant: finished (with a value), diverged, failed and missing trials."""
-    status = results["status"]
-    state = np.select(
-        [
-            (status == "finished") & np.isfinite(results["final"]),
-            status == "diverged",
-            status == "failed",
-        ],
-        [0, 1, 2],
-        3,
-    )
-    codes, variants = pd.factorize(results["variant"])
-    counts = np.zeros((len(variants), 4), dtype=int)
-    np.add.at(counts, (codes, state), 1)
-    counts[:, 3] += np.clip(len(spec.seeds) - counts.sum(axis=1), 0, None)
-    return pd.DataFrame(counts, index=pd.Index(variants, name="variant"), columns=COUNT_COLUMNS)
 
 
 def summarize(results: pd.DataFrame, spec: ReportSpec) -> pd.DataFrame:
     """One row per variant (baseline first): trial counts, mean, SD and 95% CI of the final metric.
 
-    The CI is the Student t-interval of the mean, mean ± t(0.975, n-1)·s/√n, computed with
-    ``scipy.stats.ttest_1samp(...).confidence_interval``; with a single finished seed the SD and
-    CI are NaN (no interval can be given). Cost columns are per-variant means over its trials.
+    The CI is the Student t-interval of the mean, mean ± t(0.975, n-1)·s/√n (``scipy.stats.t``;
+    no warning when every seed gave the same value); with a single finished seed the SD and CI
+    are NaN (no interval can be given). Cost columns are per-variant means over its trials
+    (NaN where no trial logged the figure). ``ui_mean`` is what MLflow's UI shows when runs are
+    grouped by label: the mean over every run that logged a final value, diverged ones included.
     """
     data = usable(results)
-    counts = _counts(results, spec)
+    table = counts(results, spec)
     rows = []
     for v in variant_order(results):
         trials = results[results["variant"] == v]
         x = data.loc[data["variant"] == v, "final"].to_numpy(float)
         ci = (np.nan, np.nan)
         if len(x) >= 2:
-            ci = tuple(stats.ttest_1samp(x, 0.0).confidence_interval(CONFIDENCE))
+            half = stats.t.ppf((1 + CONFIDENCE) / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+            ci = (x.mean() - half, x.mean() + half)
+        logged = trials["final"].to_numpy(float)
+        logged = logged[np.isfinite(logged)]
         rows.append(
             {
                 "variant": v,
                 "label": trials["label"].iloc[0],
                 "baseline": bool(trials["baseline"].iloc[0]),
-                **counts.loc[v].to_dict(),
+                **table.loc[v].to_dict(),
                 "mean": x.mean() if len(x) else np.nan,
                 "std": x.std(ddof=1) if len(x) >= 2 else np.nan,
                 "ci_low": ci[0],
                 "ci_high": ci[1],
+                "ui_mean": logged.mean() if len(logged) else np.nan,
                 **{c: trials[c].mean() if c in trials else np.nan for c in COST_COLUMNS},
             }
         )
@@ -113,56 +87,26 @@ def summarize(results: pd.DataFrame, spec: ReportSpec) -> pd.DataFrame:
 
 
 def compare(results: pd.DataFrame, spec: ReportSpec, alpha: float = 0.05) -> pd.DataFrame:
-    """Each non-baseline variant against the baseline, paired by seed.
+    """Each non-baseline variant against the baseline, paired by seed; one Holm family.
 
     Over the seeds where both the variant and the baseline finished: mean difference
-    (variant − baseline) with its 95% paired-t CI and the paired t-test p-value
-    (``scipy.stats.ttest_rel``; NaN with fewer than 2 pairs), Holm-corrected across all
-    comparisons of the study (``statsmodels`` ``multipletests(method="holm")``). The effect size is
-    Hedges' g for paired data: g_z = J·d_z with d_z = mean(d)/sd(d) and the small-sample
-    correction J = 1 − 3/(4·(n−1) − 1) (NaN with fewer than 3 pairs). Verdict: ``helps`` /
-    ``hurts`` (direction from ``spec.mode``) when the corrected p < alpha, else
-    ``no clear effect``; ``not enough data``, ``all diverged`` and ``all failed`` as named.
+    (variant − baseline), the paired t-test p-value (NaN with fewer than 2 pairs), Holm-corrected
+    across these comparisons, and the Holm-consistent interval that decides the verdict
+    (:mod:`ablate.report.inference`). Hedges' g_z = J·d_z, d_z = mean(d)/sd(d), J = 1 −
+    3/(4·(n−1) − 1), from 5 pairs on. Verdicts: ``helps``/``hurts`` (direction from
+    ``spec.mode``) when the interval excludes 0, else ``no clear effect``; ``unstable (k/n
+    diverged)`` when the variant diverged or failed on seeds where the baseline finished;
+    ``not enough data``, ``all diverged`` and ``all failed`` as named.
     """
-    from statsmodels.stats.multitest import multipletests
-
     order = variant_order(results)
     if baseline_variant(results) is None or len(order) < 2:
         return pd.DataFrame(columns=COMPARE_COLUMNS)
-    wide = usable(results).pivot(index="seed", columns="variant", values="final")
-    wide = wide.reindex(columns=order).to_numpy(float)
-    labels = dict(zip(results["variant"], results["label"]))
-    rows = []
-    for i, v in enumerate(order[1:], start=1):
-        paired = ~np.isnan(wide[:, 0]) & ~np.isnan(wide[:, i])
-        x, b = wide[paired, i], wide[paired, 0]
-        n, d = len(x), x - b
-        row = {"variant": v, "label": labels[v], "n_pairs": n, "diff": d.mean() if n else np.nan}
-        row |= dict.fromkeys(["ci_low", "ci_high", "p", "hedges_g"], np.nan)
-        if n >= 2:
-            test = stats.ttest_rel(x, b)
-            row["p"] = test.pvalue
-            row["ci_low"], row["ci_high"] = test.confidence_interval(CONFIDENCE)
-        if n >= 3:
-            row["hedges_g"] = d.mean() / d.std(ddof=1) * (1 - 3 / (4 * (n - 1) - 1))
-        rows.append(row)
-    out = pd.DataFrame(rows).join(_counts(results, spec), on="variant")
-    tested = out["p"].notna()
-    out["p_holm"] = np.nan
-    if tested.any():
-        out.loc[tested, "p_holm"] = multipletests(out.loc[tested, "p"], alpha, "holm")[1]
-    others = out["n_finished"] + out["n_missing"]
-    out["verdict"] = np.select(
-        [
-            (others == 0) & (out["n_failed"] == 0) & (out["n_diverged"] > 0),
-            (others == 0) & (out["n_diverged"] == 0) & (out["n_failed"] > 0),
-            out["p_holm"].isna(),
-            out["p_holm"] >= alpha,
-            (out["diff"] > 0) == (spec.mode == "max"),
-        ],
-        ["all diverged", "all failed", "not enough data", "no clear effect", "helps"],
-        "hurts",
-    )
+    values, outcome = grids(results, spec)
+    names = labels(results)
+    contrasts = [Contrast("variant", names[v], ({v: 1.0, order[0]: -1.0},), variant=v)
+                 for v in order[1:]]
+    out = evaluate(contrasts, values, outcome, alpha, spec.mode)
+    out = out.assign(label=out["term"]).join(counts(results, spec), on="variant")
     return out[COMPARE_COLUMNS]
 
 
@@ -184,8 +128,8 @@ def factorial_effects(results: pd.DataFrame, spec: ReportSpec) -> dict:
     trials make the interactions inestimable, it falls back to main effects and says so.
 
     Returns ``{}`` for other designs, else a dict with ``anova`` (term, kind, df, sum_sq, F, p,
-    partial_eta_sq, aliased_with), ``level_means`` (factor, level, mean, n) and ``notes``
-    (list of sentences to show, e.g. too few residual degrees of freedom).
+    partial_eta_sq, aliased_with) and ``notes`` (list of sentences to show, e.g. too few
+    residual degrees of freedom).
     """
     if spec.design not in ("full_factorial", "fractional"):
         return {}
@@ -197,15 +141,7 @@ def factorial_effects(results: pd.DataFrame, spec: ReportSpec) -> dict:
     names = {f"f{i}": f for i, f in enumerate(factors)}
     frame = pd.DataFrame({k: data[f].astype(str) for k, f in names.items()})
     frame["y"], frame["seed"] = data["final"], data["seed"].astype(str)
-    level_means = pd.DataFrame(
-        [
-            {"factor": f, "level": level, "mean": y.mean(), "n": len(y)}
-            for f in factors
-            for level, y in data.groupby(data[f].astype(str), sort=False)["final"]
-        ],
-        columns=["factor", "level", "mean", "n"],
-    )
-    out = {"anova": pd.DataFrame(), "level_means": level_means, "notes": []}
+    out = {"anova": pd.DataFrame(), "notes": []}
     if not factors:
         out["notes"].append("No factor varies among the finished trials; no ANOVA.")
         return out

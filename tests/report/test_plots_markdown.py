@@ -14,12 +14,12 @@ from ablate.report import (
     cost_plot,
     forest_plot,
     importance_plot,
-    interaction_heatmap,
+    interaction_plot,
     learning_curves,
     seed_plot,
     write_report,
 )
-from ablate.report.markdown import escape, format_number, format_p
+from ablate.report.fmt import escape, format_p, plus_minus
 
 FACTORS = {
     "model.batch_norm": [True, False],
@@ -141,7 +141,7 @@ def test_plots_return_none_when_not_applicable(tmp_path):
     assert forest_plot(compare(results, spec).iloc[:0], spec, tmp_path / "a.png") is None
     assert learning_curves(history[history["key"] != "val_acc"], spec, tmp_path / "b.png") is None
     assert activation_plot(history[history["key"] == "val_acc"], spec, tmp_path / "c.png") is None
-    assert interaction_heatmap(results, spec, tmp_path / "d.png") is None
+    assert interaction_plot(results, spec, tmp_path / "d.png") is None
     assert importance_plot(pd.Series(dtype=float), spec, tmp_path / "e.png") is None
     assert cost_plot(no_cost, spec, tmp_path / "f.png") is None
     assert seed_plot(results.assign(status="failed"), spec, tmp_path / "g.png") is None
@@ -155,9 +155,9 @@ def test_report_numbers_match_compare(report):
     assert len(comparison) == 15
     for _, row in comparison.iterrows():
         line = table_row(text, row["label"])
-        assert format_number(row["diff"], signed=True) in line
+        assert plus_minus(row["diff"], row["ci_low"], row["ci_high"], signed=True) in line
         assert format_p(row["p_holm"]) in line
-        assert row["verdict"] in line
+        assert escape(row["verdict"]) in line
     assert text.index("## Conclusion") < text.index("## Figures") < text.index("## Methods")
     for heading in ("## Factorial analysis", "## Factor importance", "## Reproduce"):
         assert heading in text
@@ -228,3 +228,27 @@ def test_report_lists_the_shared_settings(tmp_path):
     assert re.search(r"\|\s*train\.epochs\s*\|\s*3\s*\|", settings)
     assert "&lt;x&gt;.txt" in settings  # escaped like every user value
     assert "model.a" not in settings  # a factor, not a shared setting
+
+
+def test_readable_numbers():
+    from ablate.report.fmt import interval, p_phrase, plural
+
+    assert format_p(0.0004) == "< 0.001" and p_phrase(0.0004) == "p < 0.001"
+    assert format_p(0.01234) == "0.012" and p_phrase(0.3191) == "p = 0.32"
+    assert plural(1, "seed") == "1 seed" and plural(3, "seed") == "3 seeds"
+    assert plus_minus(0.0970, 0.0831, 0.1109, signed=True) == "+0.097 ± 0.014"
+    assert plus_minus(0.102, 0.0957, 0.1083) == "0.102 ± 0.006"  # never "± 0.00"
+    assert plus_minus(-0.0016, -0.0516, 0.0484, signed=True) == "-0.002 ± 0.050"
+    assert plus_minus(0.0004, -0.11, 0.11, signed=True) == "0.00 ± 0.11"  # no sign on zero
+    assert interval(-0.153, 0.112) == "-0.15 to +0.11"
+
+
+def test_first_screen_is_narrow_and_answers(report):
+    text = report[0].read_text()
+    conclusion = text.split("## Conclusion", 1)[1].split("\n## ", 1)[0]
+    sentences, table = conclusion.split("\n|", 1)
+    assert "**Hurts:**" in sentences and "Of 16 tests:" in sentences
+    header = "|" + table.splitlines()[0]
+    assert len(re.findall(r"(?<!\\)\|", header)) - 1 == 5  # five columns fit a GitHub page
+    assert "Hedges" not in header and "Params" not in header
+    assert "## Variants and costs" in text and "FLOPs/sample" in text
