@@ -1,0 +1,35 @@
+"""The variant ids of every shipped study, pinned: an accidental change to identity (a default,
+the canonical form, the hash) fails here. A deliberate one updates this table and says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ablate.study import load_study
+
+STUDIES = Path(__file__).resolve().parents[1] / "studies"
+
+IDS = {
+    "charlm_rnn.py": ["4de571f9", "a4764bf7", "375fe40a", "52f159cf", "93868aea", "80942a27"],
+    "cifar10_cnn.py": ["057e9685", "5244f601", "3958880a", "3be018c3", "8b361b83"],
+    "cifar10_cpu.py": ["9552e315", "9396f89f", "5521207f", "d8c6060d", "99acf366"],
+    "custom_train.py": ["1ba5b67a", "6b608be2", "c0da5880", "ea0fa219", "52aeeaff",
+                        "80d913a1"],
+    "quick.py": ["f84e92da", "84ad9094", "c2935f34", "606f70ef", "fdc25251", "d5ef6f41",
+                 "336335e5", "1c29b7e8", "97b88215", "fc444785", "cda74030", "8a653fe4",
+                 "e0b46be3", "48429d35", "ac1de97e", "fbe8a19d"],
+    "tuned.py": ["05ed7576", "953ad876", "f3c4a14a", "7d2a2c09", "fb0a0fc2", "8d405f92",
+                 "15448fcb", "a8c337af", "735ed673", "8e3b3fe4", "442a3fb5", "1ddc3ea9",
+                 "a38f94f5", "e1142ef7", "3b76533c", "67f7fc05"],
+}
+
+
+def test_every_shipped_study_is_pinned():
+    assert {p.name for p in STUDIES.glob("*.py")} == set(IDS)
+
+
+@pytest.mark.parametrize("name", sorted(IDS))
+def test_variant_ids_are_stable(name):
+    assert [v.id for v in load_study(STUDIES / name).variants] == IDS[name]
