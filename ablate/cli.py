@@ -59,7 +59,13 @@ def _parser() -> argparse.ArgumentParser:
             metavar="KEY=VALUE",
             help="override a base setting (a Python literal), e.g. --set train.epochs=2",
         )
-        p.add_argument("--seeds", type=_positive_int, metavar="N", help="use seeds 0..N-1")
+        p.add_argument("--seeds", type=_seeds, metavar="N|adaptive",
+                       help="use seeds 0..N-1, or 'adaptive': seeds added round by round until "
+                            "each variant's comparison is decided (the study's min_seeds to "
+                            "max_seeds, default 3 to 12)")
+        p.add_argument("--min-effect", type=_min_effect, metavar="X",
+                       help="the smallest effect that matters, in the metric's units: "
+                            "comparisons inside ±X are negligible (changes no variant id)")
         p.add_argument("--tune-trials", type=_positive_int, metavar="N",
                        help="tuning trials per variant, for a study with tune=")
 
@@ -138,6 +144,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seeds(text: str) -> int | str:
+    return "adaptive" if text == "adaptive" else _positive_int(text)
+
+
+def _min_effect(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
 def _gpus(text: str) -> float:
     try:
         value = float(text)
@@ -149,9 +169,11 @@ def _gpus(text: str) -> float:
 
 
 def load(args: argparse.Namespace) -> Study:
-    """The study named on the command line, with --set and --seeds applied and validated."""
+    """The study named on the command line, with --set, --seeds and --min-effect applied and
+    validated."""
     overrides: dict[str, Any] = dict(parse_override(o) for o in args.overrides)
-    return load_study(args.study_file, args.study, overrides, args.seeds, args.tune_trials)
+    study = load_study(args.study_file, args.study, overrides, args.seeds, args.tune_trials)
+    return study if args.min_effect is None else study.with_overrides(min_effect=args.min_effect)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -205,6 +227,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     on_trial_start=progress.trial_started,
                     on_trial_end=progress.trial_ended,
                     on_log=progress.logged,
+                    on_round=progress.round_started,
                 )
             else:
                 from ablate.execute import StudyFile, run_study_ray
@@ -215,15 +238,26 @@ def cmd_run(args: argparse.Namespace) -> int:
                 try:
                     runs, outcomes = run_study_ray(study, tracker=tracker, root=root,
                                                    source=source, options=ray_options,
-                                                   on_trial_end=progress.trial_ended)
+                                                   on_trial_end=progress.trial_ended,
+                                                   on_round=progress.round_started)
                 except EnvironmentProblem as exc:
                     raise UsageError(str(exc)) from None
+            study = _current(study, tracker)
             table = tracker.results(study)
     from ablate.progress import print_summary
 
     print_summary(study, table, outcomes, runs, tracker.uri)
     failed = (table["status"] == "failed").any() or any(o.status == "failed" for o in outcomes)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _current(study: Study, tracker: Any) -> Study:
+    """An adaptive study as far as its recorded trials have scheduled it; any other as it is."""
+    if not study.adaptive:
+        return study
+    from ablate.execute import next_round
+
+    return next_round(study, tracker)
 
 
 def _changed_code(study: Study, tracker: Any, args: argparse.Namespace) -> None:
@@ -499,6 +533,7 @@ def _reproduce(args: argparse.Namespace) -> str:
     extra = "".join(f" --study {args.study}" for _ in [0] if args.study)
     extra += "".join(f" --set {shlex.quote(o)}" for o in args.overrides)
     extra += f" --seeds {args.seeds}" if args.seeds else ""
+    extra += f" --min-effect {args.min_effect:g}" if args.min_effect is not None else ""
     extra += f" --tune-trials {args.tune_trials}" if args.tune_trials else ""
     uri = f" --tracking-uri {shlex.quote(args.tracking_uri)}" if args.tracking_uri else ""
     return (f"ablate run {args.study_file}{extra}{uri}\n"
@@ -541,6 +576,7 @@ def _environment(results: Any) -> dict[str, str]:
 
 def _dry_run(study: Study, tracker: Any) -> int:
     print_plan(study)
+    study = _current(study, tracker)
     exp_id = tracker.experiment_id(study)
     done = tracker.trial_records(exp_id) if exp_id is not None else {}
     pending = [t for t in study.trials
@@ -587,10 +623,18 @@ def print_plan(study: Study) -> None:
     console = Console() if Console().is_terminal else Console(width=200)
     console.print(table)
     n_var, n_seeds = len(study.variants), len(study.seeds)
-    console.print(
-        f"{n_var} variant{'s' * (n_var != 1)} x {n_seeds} seed{'s' * (n_seeds != 1)} "
-        f"{list(study.seeds)} = {n_var * n_seeds} trials; metric {study.metric} ({study.mode})"
-    )
+    if study.adaptive:
+        console.print(_adaptive_plan(study), highlight=False)
+    else:
+        console.print(
+            f"{n_var} variant{'s' * (n_var != 1)} x {n_seeds} seed{'s' * (n_seeds != 1)} "
+            f"{list(study.seeds)} = {n_var * n_seeds} trials; metric {study.metric} "
+            f"({study.mode})"
+        )
+    if study.min_effect is not None:
+        console.print(f"smallest effect of interest: ±{study.min_effect:g} {study.metric} "
+                      f"(min_effect): a comparison whose interval lies inside it is "
+                      f"negligible; one that crosses it is undecided", highlight=False)
     if study.tune:
         space = ", ".join(f"{k} {v}" for k, v in study.tune.items())
         console.print(f"tuning: each variant first gets {study.tune_trials} tuning trials "
@@ -599,6 +643,24 @@ def print_plan(study: Study) -> None:
         console.print(f"fractional design of resolution {_roman(study.resolution)}; aliases:")
         for effect, aliased in study.aliases.items():
             console.print(f"  {effect} = {' = '.join(aliased)}", highlight=False)
+
+
+def _adaptive_plan(study: Study) -> str:
+    """What ``seeds="adaptive"`` will do, in a few lines."""
+    low, high, n_var = study.min_seeds, study.max_seeds, len(study.variants)
+    decided = "helps, hurts, negligible" if study.min_effect is not None else "helps, hurts"
+    return (
+        f"{n_var} variant{'s' * (n_var != 1)}, adaptive seeds: {low} to {high} per variant "
+        f"(seeds 0..{high - 1}): {n_var * low} to {n_var * high} trials; metric {study.metric} "
+        f"({study.mode})\n"
+        f"rule: every variant starts with seeds 0..{low - 1}; after each round each variant is "
+        f"compared with the baseline, paired by seed (group-sequential boundaries, Lan-DeMets "
+        f"O'Brien-Fleming-type spending over the looks at {low}..{high} seeds, step-down across "
+        f"the variants, alpha 0.05); a decided variant ({decided}, unstable) stops, the others "
+        f"and the baseline get the next seed, until {high}"
+        + ("" if study.min_effect is not None else
+           "; without min_effect a variant with no effect is never decided, so it runs to "
+           f"{high} seeds (set min_effect to stop it as negligible)"))
 
 
 def _cell(value: Any, changed: bool) -> str:

@@ -271,7 +271,7 @@ def _make_run(study, trial, tracker, run_id, root, logged_through, on_log, devic
         checkpoint_dir=root / study.name / trial.key,
         metric=study.metric,
         mode=study.mode,
-        sink=lambda metrics, step: tracker.log_metrics(run_id, metrics, step),
+        sink=lambda metrics, step: tracker.log_metrics(run_id, metrics, step, study.metric),
         logged_through=logged_through,
         on_log=on_log,
         artifact_sink=lambda path, folder: tracker.log_artifact(run_id, path, folder),
@@ -371,6 +371,55 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+Round = Callable[[Study], tuple[StudyRuns, list[Outcome]]]
+
+
+def in_rounds(
+    study: Study, tracker: Tracker, run_round: Round,
+    on_round: Callable[[Study], None] | None = None,
+) -> tuple[StudyRuns, list[Outcome]]:
+    """Run ``study`` through ``run_round`` (one call of an executor over a study's trials).
+
+    A study with fixed seeds is one round. An adaptive study is run round by round: before each,
+    its schedule is replayed from the trials recorded in the store
+    (:func:`ablate.report.sequential.schedule`), and the round is every trial scheduled so far
+    (done ones are skipped as in any rerun), until a round would add no trial. So an
+    interrupted adaptive study resumes where it was, whichever executor runs it. Trials that
+    failed in an earlier round of this call are not retried in it; the next ``ablate run``
+    retries them, as for any study. ``on_round`` gets each round's study before it runs.
+    """
+    if not study.adaptive:
+        return run_round(study)
+    outcomes: dict[str, Outcome] = {}
+    ran: set[str] = set()
+    failed: set[str] = set()
+    runs = None
+    while True:
+        current = next_round(study, tracker, failed)
+        keys = {t.key for t in current.trials}
+        if runs is not None and keys <= ran:
+            return runs, list(outcomes.values())
+        if on_round is not None:
+            on_round(current)
+        runs, ended = run_round(current)
+        ran |= keys
+        for outcome in ended:
+            if outcome.status != "skipped" or outcome.trial.key not in outcomes:
+                outcomes[outcome.trial.key] = outcome
+        failed |= {o.trial.key for o in ended if o.status == "failed"}
+
+
+def next_round(study: Study, tracker: Tracker, skip: Sequence[str] = ()) -> Study:
+    """An adaptive study's current round, from the trials recorded in the store: each variant's
+    scheduled seeds, less the trial keys in ``skip``."""
+    from ablate.report.sequential import schedule
+    from ablate.report.spec import spec_from_study
+
+    plan = schedule(tracker.results(study), spec_from_study(study),
+                    [v.id for v in study.variants])
+    return study.scheduled(plan.counts, skip)
+
+
 def run_study(
     study: Study,
     *,
@@ -379,8 +428,22 @@ def run_study(
     on_trial_start: Callable[[Trial, int], None] | None = None,
     on_trial_end: Callable[[Outcome], None] | None = None,
     on_log: Callable[[dict[str, float], int], None] | None = None,
+    on_round: Callable[[Study], None] | None = None,
 ) -> tuple[StudyRuns, list[Outcome]]:
-    """Train every pending trial in process, in the study's order."""
+    """Train every pending trial in process, in the study's order (an adaptive study round by
+    round: :func:`in_rounds`)."""
+    return in_rounds(study, tracker, lambda current: _run_round(
+        current, tracker, root, on_trial_start, on_trial_end, on_log), on_round)
+
+
+def _run_round(
+    study: Study,
+    tracker: Tracker,
+    root: Path,
+    on_trial_start: Callable[[Trial, int], None] | None,
+    on_trial_end: Callable[[Outcome], None] | None,
+    on_log: Callable[[dict[str, float], int], None] | None,
+) -> tuple[StudyRuns, list[Outcome]]:
     runs = prepare(study, tracker, root)
     done = tracker.trial_records(runs.experiment_id)
     outcomes: list[Outcome] = []
@@ -440,15 +503,18 @@ class StudyFile:
 
     A :class:`Study` is never pickled: its functions live in a module only the driver imported.
     The worker imports the file again (``load_study``) with the same ``--study``, ``--set`` and
-    ``--seeds``. If the file is not at the same path on the worker's node, or was edited since
-    the run started, the worker loads the text the driver read instead.
+    ``--seeds``. On a cluster (``--address``) the study's whole folder — the study file and the
+    modules beside it that it imports — is shipped to every node as Ray's ``py_modules``
+    (:meth:`runtime_env`, see :func:`check_shipping` for the size limit), and the worker loads
+    the shipped copy; on a local Ray instance it loads the file where it is. Either way it
+    checks that it loads the bytes the driver read (``digest``).
     """
 
     path: str
     name: str | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
     seeds: int | Sequence[int] | None = None
-    text: str | None = None
+    digest: str | None = None  # sha256 of the study file as the driver read it
     tune_trials: int | None = None
 
     @classmethod
@@ -461,33 +527,122 @@ class StudyFile:
         tune_trials: int | None = None,
     ) -> StudyFile:
         resolved = Path(path).resolve()
-        return cls(str(resolved), name, dict(overrides or {}), seeds,
-                   resolved.read_text(encoding="utf-8"), tune_trials)
+        return cls(str(resolved), name, dict(overrides or {}), seeds, _digest(resolved),
+                   tune_trials)
+
+    @property
+    def folder(self) -> Path:
+        """The folder shipped to every node: the study file's own."""
+        return Path(self.path).parent
+
+    def runtime_env(self) -> dict[str, Any]:
+        """Ray's job ``runtime_env`` that ships :attr:`folder` to every node (``py_modules``:
+        unpacked under each node's Ray temp dir, the workers' current directory unchanged)."""
+        return {"py_modules": [str(self.folder)]}
+
+    def locate(self) -> Path:
+        """Where this worker finds the study file the driver read: the shipped copy if there
+        is one (``<py_modules dir>/<folder name>/<file>``: Ray unpacks each py_modules package
+        into a ``_ray_pkg_<hash>`` folder and puts it on ``sys.path``), else the file at its
+        path on this node. :class:`StudyError` if neither holds the same bytes."""
+        import sys
+
+        from ablate.study import StudyError
+
+        original = Path(self.path)
+        shipped = [Path(entry) / self.folder.name / original.name for entry in sys.path
+                   if Path(entry).name.startswith("_ray_pkg_")]
+        for path in [*shipped, original]:
+            if path.is_file() and (self.digest is None or _digest(path) == self.digest):
+                return path
+        why = ("is missing on this node" if not original.is_file()
+               else "was edited after `ablate run` started")
+        raise StudyError(
+            f"a Ray worker can't load the study: {self.path} {why}, and no copy shipped with "
+            f"the job matches what the driver read. Fix: run again (with --address, ablate "
+            f"ships the study's folder {str(self.folder)!r} to every node); if you call "
+            f"ray.init yourself, pass runtime_env={{'py_modules': [{str(self.folder)!r}]}}."
+        )
 
     def load(self) -> Study:
         from ablate.study import load_study
 
-        path = Path(self.path)
-        if self.text is not None and not (path.is_file() and _read(path) == self.text):
-            import hashlib
-            import tempfile
-
-            digest = hashlib.sha256(self.text.encode()).hexdigest()[:16]
-            folder = Path(tempfile.gettempdir()) / f"ablate-study-{digest}"
-            folder.mkdir(exist_ok=True)
-            path = folder / Path(self.path).name
-            if not path.is_file() or _read(path) != self.text:
-                path.write_text(self.text, encoding="utf-8")
-        study = load_study(path, self.name, self.overrides, self.seeds, self.tune_trials)
+        study = load_study(self.locate(), self.name, self.overrides, self.seeds,
+                           self.tune_trials)
         study.source = self.path
         return study
 
 
-def _read(path: Path) -> str | None:
+def _digest(path: Path) -> str | None:
+    import hashlib
+
     try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
         return None
+
+
+SHIP_LIMIT_MB = 100  # default for ABLATE_SHIP_LIMIT_MB: most a study's folder may weigh to ship
+
+
+def ship_limit() -> int:
+    """Bytes a study's folder may hold to be shipped to a cluster (``ABLATE_SHIP_LIMIT_MB``,
+    default 100 MiB; Ray itself refuses packages of 512 MiB and more)."""
+    try:
+        return int(float(os.environ.get("ABLATE_SHIP_LIMIT_MB") or SHIP_LIMIT_MB) * 2**20)
+    except ValueError:
+        return SHIP_LIMIT_MB * 2**20
+
+
+def shipped_files(folder: Path) -> list[tuple[int, Path]]:
+    """(size, path) of each file Ray ships from ``folder``, largest first. Ray's own walk
+    decides (it skips what ``.rayignore`` and ``.gitignore`` files in the folder list, unless
+    ``RAY_RUNTIME_ENV_IGNORE_GITIGNORE=1``); without it every file counts."""
+    files: list[tuple[int, Path]] = []
+
+    def handler(path: Path) -> None:
+        try:
+            if path.is_file():
+                files.append((path.stat().st_size, path))
+        except OSError:
+            pass
+
+    try:
+        from ray._private.runtime_env.packaging import _dir_travel
+
+        gitignore = os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1"
+        _dir_travel(folder, [], handler, include_gitignore=gitignore)
+    except (ImportError, TypeError, AttributeError):  # another Ray: count everything
+        files.clear()
+        for dirpath, _, names in os.walk(folder, followlinks=True):
+            for name in names:
+                handler(Path(dirpath) / name)
+    return sorted(files, key=lambda f: (-f[0], str(f[1])))
+
+
+def check_shipping(path: str | os.PathLike[str], address: str | None) -> None:
+    """Refuse, before anything runs, a study whose folder is too large to ship to a cluster.
+    Nothing to check for a local Ray instance (the workers read the folder where it is)."""
+    if not is_cluster_address(address):
+        return
+    folder = Path(path).resolve().parent
+    files = shipped_files(folder)
+    total, limit = sum(size for size, _ in files), ship_limit()
+    if total <= limit:
+        return
+    largest = ", ".join(f"{p.relative_to(folder)} ({_mib(size)})" for size, p in files[:3])
+    raise EnvironmentProblem(
+        f"--address {address} ships the study's folder {str(folder)!r} to every Ray node (the "
+        f"study file and the modules beside it), but it holds {_mib(total)} in {len(files)} "
+        f"files, over the limit of {_mib(limit)}; largest: {largest}. Fix: move data out of "
+        f"the folder (onto storage every node mounts, and point the study at it), or list what "
+        f"the workers don't need in {str(folder / '.rayignore')!r} (gitignore syntax); or "
+        f"raise the limit with ABLATE_SHIP_LIMIT_MB (Ray refuses 512 MiB). Nothing was run."
+    )
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
 
 
 class TrialResult(NamedTuple):
@@ -680,8 +835,11 @@ def check_address(address: str | None, timeout: float = 5.0) -> None:
         ) from None
 
 
-def _connect(ray: Any, options: RayOptions) -> bool:
-    """Start or join Ray; True if this call connected (and so must disconnect at the end)."""
+def _connect(ray: Any, options: RayOptions, runtime_env: dict[str, Any] | None = None) -> bool:
+    """Start or join Ray; True if this call connected (and so must disconnect at the end).
+
+    ``runtime_env`` (the study's folder to ship) is the job's, for a cluster only; a Ray that
+    the caller started already keeps its own."""
     import logging
 
     if ray.is_initialized():
@@ -689,15 +847,21 @@ def _connect(ray: Any, options: RayOptions) -> bool:
     check_address(options.address)
     try:
         if is_cluster_address(options.address):
-            ray.init(address=options.address, logging_level=logging.WARNING)
+            ray.init(address=options.address, logging_level=logging.WARNING,
+                     runtime_env=runtime_env)
         else:  # a new local instance sized to this machine: every CPU and GPU it has
             ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {options.address!r}" if options.address else "Ray locally"
+        fix = ("check the address (`ray status` on the head node), or omit --address to run on "
+               "this machine.")
+        if "Authentication" in f"{type(exc.__cause__).__name__} {exc.__cause__}":
+            fix = ("the cluster uses token authentication: export RAY_AUTH_MODE=token and "
+                   "RAY_AUTH_TOKEN=<its token: `ray get-auth-token` on the head> before "
+                   "`ablate run`.")
         raise EnvironmentProblem(
             f"can't start or reach {where}: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:300].rstrip('.') if str(exc) else ''}. Fix: check the "
-            f"address (`ray status` on the head node), or omit --address to run on this machine."
+            f"{str(exc).splitlines()[0][:300].rstrip('.') if str(exc) else ''}. Fix: {fix}"
         ) from None
     return True
 
@@ -735,8 +899,10 @@ def run_study_ray(
     source: StudyFile,
     options: RayOptions | None = None,
     on_trial_end: Callable[[Outcome], None] | None = None,
+    on_round: Callable[[Study], None] | None = None,
 ) -> tuple[StudyRuns, list[Outcome]]:
-    """Train every pending trial as a Ray task; results as :func:`run_study`'s.
+    """Train every pending trial as a Ray task; results as :func:`run_study`'s (an adaptive
+    study round by round, each round one :func:`_drive` over its trials: :func:`in_rounds`).
 
     The driver creates the experiment and parent run, skips finished and diverged trials, then
     submits one task per pending trial (at most ``max_parallel`` in flight). Each task loads the
@@ -748,12 +914,14 @@ def run_study_ray(
     """
     options = options or RayOptions()
     check_cluster_storage(options.address, tracker.uri, root, options.allow_local_storage)
+    check_shipping(source.path, options.address)
     ray = require_ray()
     with sigterm_as_interrupt():
-        connected = _connect(ray, options)
+        connected = _connect(ray, options, source.runtime_env())
         try:
             resources = _resources(ray, study.trials, options)
-            return _drive(ray, study, tracker, root, source, options, resources, on_trial_end)
+            return in_rounds(study, tracker, lambda current: _drive(
+                ray, current, tracker, root, source, options, resources, on_trial_end), on_round)
         finally:
             if connected:
                 ray.shutdown()

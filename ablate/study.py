@@ -15,6 +15,7 @@ Vocabulary:
 
 from __future__ import annotations
 
+import copy
 import difflib
 import functools
 import hashlib
@@ -70,6 +71,8 @@ DATA_DERIVED = ("num_classes", "in_channels", "image_size", "vocab_size", "in_fe
 
 _NAMESPACES = ("model", "data", "train")
 MAX_VARIANTS = 4096  # a design with more variants is refused before it is built
+ADAPTIVE_SEEDS = (3, 12)  # seeds="adaptive": the default min_seeds and max_seeds
+MAX_ADAPTIVE_SEEDS = 50  # the most seeds an adaptive study may plan per variant
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _MAX_WORDS = ("acc", "f1", "auc", "precision", "recall", "score", "iou", "bleu", "top1", "top5")
 _MIN_WORDS = ("loss", "err", "bpc", "ppl", "perplexity", "mse", "mae", "nll", "time", "seconds")
@@ -131,10 +134,19 @@ class Study:
             of factor -> level (factors left out stay at the baseline).
         constraints: drops variants that make no sense: a predicate ``f(config) -> bool`` (True
             keeps the variant) and/or dicts of factor -> level that are forbidden together.
-        seeds: a count (seeds 0..n-1) or an explicit list of non-negative ints.
+        seeds: a count (seeds 0..n-1), an explicit list of non-negative ints, or
+            ``"adaptive"``: every variant starts with ``min_seeds`` seeds (0, 1, ...), and after
+            each round the variants whose comparison with the baseline is decided stop while the
+            others get the next seed, up to ``max_seeds`` (a group-sequential design: see
+            :mod:`ablate.report.sequential`).
+        min_seeds, max_seeds: the bounds of ``seeds="adaptive"`` (default 3 and 12).
         metric: what the report ranks and tests, e.g. ``"val_acc"``.
         mode: ``"max"`` or ``"min"``; inferred from the metric name (``*acc*`` -> max,
             ``*loss*`` -> min) when not given.
+        min_effect: the smallest effect of interest, in the metric's units (e.g. 0.01 for one
+            point of accuracy). With it a comparison whose interval lies inside ±min_effect is
+            *negligible* (the change does not matter), and one whose interval crosses a bound
+            is *undecided*. It changes the analysis only: no variant id, no plan id.
     """
 
     def __init__(
@@ -151,9 +163,12 @@ class Study:
         constraints: Callable[[Mapping[str, Any]], bool]
         | Sequence[Mapping[str, Any] | Callable[[Mapping[str, Any]], bool]]
         | None = None,
-        seeds: int | Sequence[int] = 3,
+        seeds: int | Sequence[int] | Literal["adaptive"] = 3,
+        min_seeds: int | None = None,
+        max_seeds: int | None = None,
         metric: str = "val_acc",
         mode: Literal["max", "min"] | None = None,
+        min_effect: float | None = None,
         tune: Mapping[str, Any] | None = None,
         tune_trials: int = 20,
         tune_epochs: int | None = None,
@@ -171,9 +186,14 @@ class Study:
         self.explicit = None if isinstance(design, str) else [dict(v) for v in design]
         self._raw_design = design
         self.constraints = _as_list(constraints)
-        self.seeds = _check_seeds(seeds)
+        self.adaptive = isinstance(seeds, str) and seeds == "adaptive"
+        self.min_seeds, self.max_seeds = _check_adaptive(self.adaptive, min_seeds, max_seeds)
+        self.seeds = tuple(range(self.max_seeds)) if self.max_seeds else _check_seeds(seeds)
         self.metric = metric
         self.mode = _check_mode(metric, mode)
+        self.min_effect = _check_min_effect(min_effect)
+        self._counts: dict[str, int] | None = None  # set by scheduled(): seeds per variant
+        self._skip: frozenset[str] = frozenset()  # trial keys scheduled() leaves out
         self.tune = dict(tune or {})
         self.tune_trials = tune_trials
         self.tune_seed = tune_seed
@@ -194,8 +214,24 @@ class Study:
     # ----------------------------------------------------------------------------- public API
     @property
     def trials(self) -> list[Trial]:
-        """Every (variant, seed) in the study's order: variants in design order, seeds inner."""
-        return [Trial(v, s) for v in self.variants for s in self.seeds]
+        """Every (variant, seed) in the study's order: variants in design order, seeds inner.
+        An adaptive study's are its candidate trials (every seed up to ``max_seeds``), or those
+        of a round after :meth:`scheduled`."""
+        return [Trial(v, s) for v in self.variants for s in self.seeds_of(v)
+                if f"{v.id}-s{s}" not in self._skip]
+
+    def seeds_of(self, variant: Variant) -> tuple[int, ...]:
+        """The seeds ``variant`` is planned for: all the study's, or its scheduled ones."""
+        if self._counts is None:
+            return self.seeds
+        return self.seeds[: self._counts.get(variant.id, 0)]
+
+    def scheduled(self, counts: Mapping[str, int], skip: Iterable[str] = ()) -> Study:
+        """A copy whose trials are the first ``counts[variant id]`` seeds of each variant,
+        less the trial keys in ``skip``: one round of an adaptive study, for the executors."""
+        study = copy.copy(self)
+        study._counts, study._skip = dict(counts), frozenset(skip)
+        return study
 
     @property
     def baseline_variant(self) -> Variant:
@@ -204,7 +240,8 @@ class Study:
     @property
     def plan(self) -> str:
         """The id of this plan: which variants on which seeds (see :func:`plan_id`)."""
-        return plan_id(self.variants, self.seeds)
+        bounds = (self.min_seeds, self.max_seeds) if self.adaptive else None
+        return plan_id(self.variants, self.seeds, bounds)
 
     @functools.cached_property
     def fingerprint(self) -> str:
@@ -219,11 +256,13 @@ class Study:
         self,
         overrides: Mapping[str, Any] | None = None,
         *,
-        seeds: int | Sequence[int] | None = None,
+        seeds: int | Sequence[int] | Literal["adaptive"] | None = None,
         tune_trials: int | None = None,
+        min_effect: float | None = None,
     ) -> Study:
-        """A copy with base settings replaced (``--set key=value``), optionally other seeds and
-        another tuning budget (``--tune-trials``)."""
+        """A copy with base settings replaced (``--set key=value``), optionally other seeds
+        (``--seeds``: a count, or ``"adaptive"`` with the study's bounds or the defaults),
+        another tuning budget (``--tune-trials``) and another ``min_effect``."""
         overrides = dict(overrides or {})
         if tune_trials is not None and not self.tune:
             raise StudyError(
@@ -247,9 +286,10 @@ class Study:
             baseline=self.user_baseline,
             design=self._raw_design,
             constraints=self.constraints,
-            seeds=self.seeds if seeds is None else seeds,
+            **self._seed_settings(seeds),
             metric=self.metric,
             mode=self.mode,
+            min_effect=self.min_effect if min_effect is None else min_effect,
             tune=self.tune,
             tune_trials=self.tune_trials if tune_trials is None else tune_trials,
             tune_epochs=self.tune_epochs,
@@ -259,6 +299,15 @@ class Study:
         )
         study.source = self.source
         return study
+
+    def _seed_settings(self, seeds: int | Sequence[int] | str | None) -> dict[str, Any]:
+        """``seeds``, ``min_seeds`` and ``max_seeds`` for a copy with ``seeds`` (None: these)."""
+        if seeds is None:
+            seeds = "adaptive" if self.adaptive else self.seeds
+        if not (isinstance(seeds, str) and seeds == "adaptive"):
+            return {"seeds": seeds}
+        bounds = (self.min_seeds, self.max_seeds) if self.adaptive else (None, None)
+        return {"seeds": seeds, "min_seeds": bounds[0], "max_seeds": bounds[1]}
 
     def model_kwargs(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """The keyword arguments the model factory gets for a resolved config."""
@@ -271,7 +320,12 @@ class Study:
     def __repr__(self) -> str:
         return (
             f"Study({self.name!r}, design={self.design!r}, variants={len(self.variants)}, "
-            f"seeds={list(self.seeds)}, metric={self.metric!r}, mode={self.mode!r})"
+            f"seeds={self._seeds_text()}, metric={self.metric!r}, mode={self.mode!r})"
+        )
+
+    def _seeds_text(self) -> str:
+        return (f"'adaptive' ({self.min_seeds} to {self.max_seeds})" if self.adaptive
+                else str(list(self.seeds))
         )
 
     # ----------------------------------------------------------------------------- validation
@@ -666,9 +720,14 @@ def signature_defaults(
     return out
 
 
-def plan_id(variants: Sequence[Variant], seeds: Sequence[int]) -> str:
-    """The plan's id: a hash of its trials (every variant id and seed, in order)."""
-    text = canonical({"variants": [v.id for v in variants], "seeds": list(seeds)})
+def plan_id(variants: Sequence[Variant], seeds: Sequence[int],
+            adaptive: tuple[int, int] | None = None) -> str:
+    """The plan's id: a hash of its trials (every variant id and seed, in order); an adaptive
+    plan also hashes its (min_seeds, max_seeds), ``seeds`` being its candidate seeds."""
+    plan: dict[str, Any] = {"variants": [v.id for v in variants], "seeds": list(seeds)}
+    if adaptive is not None:
+        plan["adaptive"] = list(adaptive)
+    text = canonical(plan)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
@@ -775,6 +834,9 @@ def load_study(
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module  # so pickling (e.g. for Ray) finds the study's functions
+    folder = str(path.resolve().parent)  # its own modules import, as with `python STUDY.py`
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     try:
         spec.loader.exec_module(module)
     except SyntaxError as exc:
@@ -940,7 +1002,44 @@ def _check_space(key: str, space: Any) -> None:
         raise StudyError(f"tune[{key!r}] = {space!r} is not a search space. {fix}")
 
 
+def _check_adaptive(
+    adaptive: bool, min_seeds: int | None, max_seeds: int | None
+) -> tuple[int, int] | tuple[None, None]:
+    """``(min_seeds, max_seeds)`` of an adaptive study (defaults filled), else ``(None, None)``."""
+    if not adaptive:
+        if min_seeds is not None or max_seeds is not None:
+            raise StudyError("min_seeds/max_seeds apply to seeds='adaptive' only. Fix: pass "
+                             "seeds='adaptive', or drop min_seeds/max_seeds.")
+        return None, None
+    low = ADAPTIVE_SEEDS[0] if min_seeds is None else min_seeds
+    high = ADAPTIVE_SEEDS[1] if max_seeds is None else max_seeds
+    for name, value in (("min_seeds", low), ("max_seeds", high)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise StudyError(f"{name}={value!r} is not an integer. Fix: e.g. min_seeds=3, "
+                             f"max_seeds=12.")
+    if not 2 <= low <= high <= MAX_ADAPTIVE_SEEDS:
+        raise StudyError(
+            f"min_seeds={low}, max_seeds={high}: an adaptive study needs 2 <= min_seeds <= "
+            f"max_seeds <= {MAX_ADAPTIVE_SEEDS} (a paired comparison needs 2 seeds). Fix: e.g. "
+            f"min_seeds=3, max_seeds=12."
+        )
+    return low, high
+
+
+def _check_min_effect(min_effect: float | None) -> float | None:
+    if min_effect is None:
+        return None
+    if isinstance(min_effect, bool) or not isinstance(min_effect, (int, float)) \
+            or not 0 < min_effect < math.inf:
+        raise StudyError(f"min_effect={min_effect!r}: give the smallest effect that matters, a "
+                         f"positive number in the metric's units, e.g. min_effect=0.01.")
+    return float(min_effect)
+
+
 def _check_seeds(seeds: int | Sequence[int]) -> tuple[int, ...]:
+    if isinstance(seeds, str):
+        raise StudyError(f"seeds={seeds!r}: give a count (seeds=3), a list of seeds, or "
+                         f"'adaptive'.")
     if isinstance(seeds, bool):
         raise StudyError(f"seeds={seeds!r}: give a count (seeds=3) or a list of seeds.")
     if isinstance(seeds, int):
