@@ -6,7 +6,9 @@ once), look it up in MLflow (finished and diverged trials are skipped; failed on
 seed, train, and record the status. One trial's exception never stops the study.
 
 :func:`run_study` trains in this process; :func:`run_study_ray` submits one Ray task per pending
-trial (``ablate run --executor ray``). Ray is imported only by the latter.
+trial (``ablate run --executor ray``). Ray is imported only by the latter. Either runs an
+adaptive study (``seeds="adaptive"``) round by round (:func:`in_rounds`), each round one call
+of the executor over the trials scheduled so far.
 """
 
 from __future__ import annotations

@@ -50,6 +50,19 @@ class StudyProgress:
     def __exit__(self, *exc: Any) -> None:
         self.progress.__exit__(*exc)
 
+    def round_started(self, study: Study) -> None:
+        """A round of an adaptive study: the bar counts the trials scheduled so far (each
+        round goes over them again, skipping those done)."""
+        counts = sorted({len(study.seeds_of(v)) for v in study.variants})
+        self.total, self.done = len(study.trials), 0
+        self.progress.update(self.study_task, total=self.total, completed=0)
+        seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+        line = f"adaptive round: {self.total} trials scheduled, {seeds} seeds per variant"
+        if self.live:
+            self.progress.console.print(line, highlight=False, markup=False)
+        else:
+            print(line, flush=True)
+
     def trial_started(self, trial: Trial, index: int) -> None:
         self.progress.update(self.study_task, info=f"{trial.variant.label} seed {trial.seed}")
         if self.epoch_task is not None:
@@ -91,7 +104,7 @@ def print_summary(
     console: Console | None = None,
 ) -> None:
     """Trials by status, the study metric per variant (mean over seeds), where to look next."""
-    from ablate.track import runs_url
+    from ablate.track import runs_url, ui_hint, ui_host
 
     console = console or (Console() if Console().is_terminal else Console(width=160))
     trained = sum(o.status in ("finished", "diverged", "failed") for o in outcomes)
@@ -118,11 +131,12 @@ def print_summary(
         summary.add_row(v.id, v.label, str(len(ok)), str((rows["status"] == "diverged").sum()),
                         str((rows["status"] == "failed").sum()), _num(mean), _num(std))
     console.print(summary)
-    store = f" --backend-store-uri {uri}" if "://" in uri else ""
     console.print(
-        f"Compare the runs: mlflow ui{store}  ->  {runs_url(runs)}\n"
-        f"Tip: in the runs table, group by tag ablate.label to average the seeds of each "
-        f"variant.\nReport: ablate report {study.source or 'STUDY.py'}",
+        f"Compare the variants in MLflow's UI: {runs_url(runs, ui_host(uri))}{ui_hint(uri)}\n"
+        f"  one row per variant: mean {study.metric} ± 95% CI over its finished seeds and its "
+        f"seed counts (diverged and failed seeds left out of the mean, as in this table and the "
+        f"report); expand a row for its seeds.\nReport: ablate report "
+        f"{study.source or 'STUDY.py'}",
         highlight=False,
         soft_wrap=True,
     )

@@ -146,7 +146,9 @@ class Study:
         min_effect: the smallest effect of interest, in the metric's units (e.g. 0.01 for one
             point of accuracy). With it a comparison whose interval lies inside ±min_effect is
             *negligible* (the change does not matter), and one whose interval crosses a bound
-            is *undecided*. It changes the analysis only: no variant id, no plan id.
+            is *undecided*. It changes no variant id and no plan id: no trial's result depends
+            on it (in an adaptive study it decides which of the plan's candidate trials run,
+            and the report replays that from the recorded results).
     """
 
     def __init__(

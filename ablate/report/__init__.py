@@ -17,7 +17,11 @@ from ablate.report.plots import (
 )
 from ablate.report.spec import ReportSpec, spec_from_study
 from ablate.report.stats import compare, factorial_effects, importance, summarize
-from ablate.report.validation import factorial_error_rates, planted_effect_figures
+from ablate.report.validation import (
+    factorial_error_rates,
+    planted_effect_figures,
+    sequential_error_rates,
+)
 
 __all__ = [
     "ReportSpec",
@@ -34,6 +38,7 @@ __all__ = [
     "learning_curves",
     "planted_effect_figures",
     "seed_plot",
+    "sequential_error_rates",
     "spec_from_study",
     "summarize",
     "write_report",

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ablate.report.inference import Contrast, decide, estimate
+from ablate.report.sequential import rules, scheduled
 from ablate.report.spec import ReportSpec
 from ablate.report.trials import baseline_variant, grids, labels, variant_order
 from ablate.study import short_names
@@ -170,26 +171,30 @@ def effects(results: pd.DataFrame, spec: ReportSpec, alpha: float = 0.05) -> pd.
     the paired estimate (``diff``, ``n_pairs``, ``p``, ``p_holm``, ``confidence``, ``ci_low``,
     ``ci_high``, ``hedges_g``), the seeds lost (``lost_diverged``, ``lost_failed``,
     ``lost_missing``) and the ``verdict``/``outcome`` (see :func:`ablate.report.inference.
-    decide`). Empty when there is nothing to compare.
+    decide`). Empty when there is nothing to compare. An adaptive study is first cut to its
+    schedule; a contrast then uses the seeds all its variants were scheduled for.
     """
+    results, spec = scheduled(results, spec)
     if baseline_variant(results) is None or results["variant"].nunique() < 2:
         return pd.DataFrame()
     values, outcome = grids(results, spec)
     cells = cell_levels(results, spec)
     names = short_names(spec.factors)
+    rule = rules(spec)
+    counts = rule.pop("counts")
     if spec.design not in FACTORIAL or cells.empty:
         contrasts = _one_at_a_time(results, cells, names, spec)
-        return decide(estimate(contrasts, values, outcome), alpha, spec.mode)
+        return decide(estimate(contrasts, values, outcome, counts), alpha, spec.mode, **rule)
     lookup = _Cells(cells)
     contrasts = _main_effects(cells, lookup, spec, names)
     if spec.design == "full_factorial" and len(cells.columns) > 1:
-        dominant = dominant_factor(estimate(contrasts, values, outcome))
+        dominant = dominant_factor(estimate(contrasts, values, outcome, counts))
         contrasts += _interactions(cells, lookup, spec, names)
         if dominant is not None:
             contrasts += _simple_effects(cells, lookup, spec, names, dominant)
     if not contrasts:
         return pd.DataFrame()
-    return decide(estimate(contrasts, values, outcome), alpha, spec.mode)
+    return decide(estimate(contrasts, values, outcome, counts), alpha, spec.mode, **rule)
 
 
 def dominant_factor(family: pd.DataFrame) -> str | None:
@@ -260,7 +265,7 @@ def without_trivial(results: pd.DataFrame, spec: ReportSpec, trivial: list[str])
             term = f"{names[f]}: {levels[0]} → {b}"
             contrasts += [Contrast("main", term, groups), Contrast("main", term, kept or groups)]
             rows.append({"term": term, "pairs": len(groups), "kept": len(kept)})
-    means = estimate(contrasts, values, outcome)["diff"].to_numpy()
+    means = estimate(contrasts, values, outcome, spec.seed_counts or None)["diff"].to_numpy()
     table = pd.DataFrame(rows)
     table["all"], table["trained"] = means[0::2], means[1::2]
     table.loc[table["kept"] == 0, "trained"] = np.nan

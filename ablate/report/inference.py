@@ -13,17 +13,34 @@ confidence 1 − α/(m − k + 1), the level its own step used; every other cont
 of the step where Holm stopped, 1 − α/(m − r). So an interval excludes 0 exactly when Holm
 rejects, and helps/hurts is read off the interval itself.
 
+With a smallest effect of interest δ (``min_effect``) each contrast can make a second claim:
+*negligible*, when its interval lies inside ±δ (an equivalence finding: two one-sided tests, each
+at half the interval's level). At most one of "the effect is 0" and "the effect is at least δ
+in size" is true, so the step-down is Shaffer's refinement of Holm's over both kinds of claim: a
+contrast leaves the family (the divisor drops by one) only once all its claims are settled. The
+intervals follow the same rule as above (a settled contrast shows its own step's level, every
+other the level where the procedure stopped), so excludes-0 and inside-±δ are read off the
+interval shown. Without δ this is exactly Holm.
+
+In an adaptive study each contrast is at its own look of a group-sequential design
+(:mod:`ablate.report.boundaries`): its p-values are the sequential ones (the smallest overall
+level at which it crosses its look's boundary) and its interval uses the t-multiplier of that
+look, so the intervals are repeated confidence intervals, valid whenever the variant stopped.
+
 Failures are outcomes: a side of a contrast that diverged or failed on seeds where the other side
 finished makes the contrast *unstable*, whatever the finished seeds say.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from ablate.report.boundaries import FIXED, Looks
 
 LOST = ("diverged", "failed")
 MIN_PAIRS_FOR_G = 5
@@ -59,6 +76,11 @@ class Contrast:
 
 
 def t_tests(samples: list[np.ndarray]) -> pd.DataFrame:
+    """:func:`paired_stats` as a table (one row per sample)."""
+    return pd.DataFrame(paired_stats(samples))
+
+
+def paired_stats(samples: list[np.ndarray]) -> dict[str, np.ndarray]:
     """Per sample d: n, mean, SD, standard error, two-sided p of ``mean(d) = 0``, Hedges' g_z.
 
     With fewer than 2 values p is NaN. When every value is equal the SE is 0 and p is 0 (or 1
@@ -76,8 +98,7 @@ def t_tests(samples: list[np.ndarray]) -> pd.DataFrame:
     p[n < 2] = np.nan
     usable_g = (n >= MIN_PAIRS_FOR_G) & (np.abs(dz) <= G_MAX_ABS_DZ)
     g = np.where(usable_g, dz * (1 - 3 / (4 * (n - 1) - 1)), np.nan)
-    return pd.DataFrame({"n_pairs": n, "diff": mean, "sd": sd, "se": se, "p": p,
-                         "hedges_g": g})
+    return {"n_pairs": n, "diff": mean, "sd": sd, "se": se, "p": p, "hedges_g": g}
 
 
 def holm_confidence(p: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
@@ -88,48 +109,81 @@ def holm_confidence(p: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray
     because ``multipletests`` runs a full garbage collection on every call). NaN p-values are
     not tests: they get NaN for both and do not count in the family size.
     """
-    p = np.asarray(p, float)
-    adjusted, confidence = np.full(len(p), np.nan), np.full(len(p), np.nan)
-    tested = np.flatnonzero(np.isfinite(p))
-    if not len(tested):
-        return adjusted, confidence
-    m = len(tested)
-    order = tested[np.argsort(p[tested], kind="stable")]
-    steps = np.arange(1, m + 1)
-    adjusted[order] = np.minimum(1, np.maximum.accumulate((m - steps + 1) * p[order]))
-    rejected = adjusted[order] < alpha
-    step = np.where(rejected, steps, rejected.sum() + 1)
-    confidence[order] = 1 - alpha / (m - step + 1)
-    return adjusted, confidence
+    adjusted, level = step_down(p, np.full(len(p), np.nan), alpha)
+    return adjusted, 1 - level
+
+
+def step_down(
+    p_diff: np.ndarray, p_equiv: np.ndarray, alpha: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shaffer's step-down over each contrast's difference and equivalence claims (module doc).
+
+    ``p_equiv`` is NaN where a contrast makes no equivalence claim; with no equivalence claims
+    at all this is Holm (:func:`holm_confidence`). The claims are sorted by p-value; the k-th
+    is tested at α/t_k, where t_k is the number of tested contrasts minus those whose every
+    claim came before it, and the adjusted p-values are the running maximum of t_k·p; a claim
+    is accepted while that maximum stays below α. Returns the adjusted p of each difference
+    claim and the level of each contrast's interval: the level of the step that settled its
+    last claim, else the level where the procedure stopped (a claim is accepted exactly when
+    its p-value is below its contrast's level). NaN where ``p_diff`` is NaN (not tested).
+    """
+    p_diff, p_equiv = np.asarray(p_diff, float), np.asarray(p_equiv, float)
+    adjusted, level = np.full(len(p_diff), np.nan), np.full(len(p_diff), np.nan)
+    tested = np.isfinite(p_diff)
+    claims = sorted(((p[i], i, kind) for kind, p in (("d", p_diff), ("e", p_equiv))
+                     for i in np.flatnonzero(tested & np.isfinite(p))),
+                    key=lambda c: (c[0], c[2]))
+    open_claims = {i: 1 + int(np.isfinite(p_equiv[i])) for i in np.flatnonzero(tested)}
+    t, t_rejected, running = len(open_claims), len(open_claims), 0.0
+    for p, i, kind in claims:
+        running = max(running, min(1.0, t * p))
+        rejected = running < alpha
+        if kind == "d":
+            adjusted[i] = running
+        open_claims[i] -= 1
+        if open_claims[i] == 0:
+            if rejected:
+                level[i] = alpha / t
+                t_rejected -= 1
+            t -= 1
+    level[tested & np.isnan(level)] = alpha / t_rejected if t_rejected else alpha
+    return adjusted, level
 
 
 def estimate(
-    contrasts: list[Contrast], values: pd.DataFrame, outcome: pd.DataFrame
+    contrasts: list[Contrast], values: pd.DataFrame, outcome: pd.DataFrame,
+    counts: Mapping[str, int] | None = None,
 ) -> pd.DataFrame:
     """Per contrast: the paired t statistics and what became of the seeds it could not use.
 
     ``values`` and ``outcome`` are the seeds x variants tables of :func:`ablate.report.trials.
     grids`. A seed is used when at least one group of the contrast is complete on it; it is
-    *partial* when some are not.
+    *partial* when some are not. ``counts`` (adaptive studies): variant -> how many of the
+    first seeds it was scheduled for; a contrast counts only the seeds every one of its
+    variants was scheduled for, and the others are neither used nor lost.
     """
     y = values.to_numpy(float)
     status = outcome.to_numpy(str)
     column = {v: i for i, v in enumerate(values.columns)}
+    scheduled = np.arange(len(y))[:, None] < np.array(
+        [(counts or {}).get(v, len(y)) for v in values.columns])
     rows, samples = [], []
     for c in contrasts:
+        variants = [column[v] for v in dict.fromkeys(v for g in c.groups for v in g)]
+        planned = scheduled[:, variants].all(axis=1)
         per_group = np.column_stack([
             y[:, [column[v] for v in g]] @ np.array(list(g.values())) for g in c.groups
-        ])
+        ])[planned]
         complete = ~np.isnan(per_group)
         used = complete.any(axis=1)
         samples.append(np.where(complete, per_group, 0).sum(axis=1)[used]
                        / complete.sum(axis=1)[used])
-        cells = status[:, [column[v] for v in dict.fromkeys(v for g in c.groups for v in g)]]
+        cells = status[planned][:, variants]
         row = {"kind": c.kind, "term": c.term, "factor": c.factor, "variant": c.variant,
-               "reference": c.reference, "meaning": c.meaning, "n_seeds": len(y),
+               "reference": c.reference, "meaning": c.meaning, "n_seeds": int(planned.sum()),
                "n_partial": int((used & ~complete.all(axis=1)).sum())}
         row |= _lost_seeds(cells[~used])
-        row |= _instability(c, status, column)
+        row |= _instability(c, status[planned], column)
         rows.append(row)
     return pd.concat([pd.DataFrame(rows), t_tests(samples)], axis=1)
 
@@ -164,42 +218,86 @@ def _instability(c: Contrast, status: np.ndarray, column: dict[str, int]) -> dic
     return {"unstable": "; ".join(notes), "all_lost": all_lost}
 
 
-def decide(frame: pd.DataFrame, alpha: float, mode: str) -> pd.DataFrame:
-    """Holm across the family, the deciding intervals, and a verdict per contrast.
+def decide(
+    frame: pd.DataFrame, alpha: float, mode: str, *, min_effect: float | None = None,
+    looks: Looks = FIXED,
+) -> pd.DataFrame:
+    """The step-down across the family, the deciding intervals, and a verdict per contrast.
 
-    Adds ``p_holm``, ``confidence``, ``ci_low``, ``ci_high``, ``verdict`` (what the report
-    prints) and ``outcome`` (its kind: helps, hurts, interaction found, unstable, no clear effect,
-    not enough data, all diverged, all failed).
+    Adds ``p_holm`` (the adjusted p of the difference claim), ``confidence``, ``ci_low``,
+    ``ci_high``, ``verdict`` (what the report prints) and ``outcome`` (its kind: helps, hurts,
+    interaction found, negligible, unstable, no clear effect — *undecided* when ``min_effect``
+    is set —, not enough data, all diverged, all failed). A contrast whose interval lies inside
+    ±``min_effect`` is *negligible*, even if it also excludes 0 (a real but unimportant effect).
+    ``looks``: the contrasts are at looks of a group-sequential design (module doc).
     """
-    frame = frame.copy()
-    p_holm, confidence = holm_confidence(frame["p"].to_numpy(float), alpha)
-    diff, se = frame["diff"].to_numpy(float), frame["se"].to_numpy(float)
-    df = np.maximum(frame["n_pairs"].to_numpy(float) - 1, 1)
-    half = stats.t.ppf(1 - (1 - confidence) / 2, df) * se
-    low, high = diff - half, diff + half
-    excludes = (low > 0) | (high < 0)
-    outcomes, verdicts = [], []
-    for row, clear, d in zip(frame.itertuples(), excludes, diff):
-        direction = ("interaction found" if row.kind == "interaction"
-                     else "helps" if (d > 0) == (mode == "max") else "hurts")
-        outcome = (row.all_lost or ("unstable" if row.unstable else "")
-                   or ("not enough data" if row.n_pairs < 2 else "")
-                   or (direction if clear else "no clear effect"))
-        verdict = outcome
-        if outcome == "unstable":
-            verdict = f"unstable ({row.unstable})" + (
-                f"; {direction} on the finished seeds" if clear else "")
-        outcomes.append(outcome)
-        verdicts.append(verdict)
-    frame["p_holm"], frame["confidence"] = p_holm, confidence
-    frame["ci_low"], frame["ci_high"] = low, high
-    frame["verdict"], frame["outcome"] = verdicts, outcomes
-    return frame
+    n = frame["n_pairs"].to_numpy(int)
+    columns = intervals(frame["diff"].to_numpy(float), frame["se"].to_numpy(float), n,
+                        frame["p"].to_numpy(float), alpha, min_effect=min_effect, looks=looks)
+    judged = [judge(*row, mode, min_effect) for row in zip(
+        frame["kind"], frame["all_lost"], frame["unstable"], n, columns["ci_low"],
+        columns["ci_high"], frame["diff"])]
+    return frame.assign(**columns, verdict=[v for v, _ in judged],
+                        outcome=[o for _, o in judged])
+
+
+def intervals(
+    diff: np.ndarray, se: np.ndarray, n: np.ndarray, p: np.ndarray, alpha: float, *,
+    min_effect: float | None = None, looks: Looks = FIXED,
+) -> dict[str, np.ndarray]:
+    """The step-down over a family's paired estimates and the interval that decides each:
+    ``p_holm`` (adjusted p of the difference claim), ``confidence``, ``ci_low``, ``ci_high``."""
+    p_diff = np.array([looks.adjusted(x, k) for x, k in zip(p, n)])
+    p_equiv = np.array([equivalence_p(d, e, k, min_effect, looks)
+                        for d, e, k in zip(diff, se, n)])
+    p_holm, level = step_down(p_diff, p_equiv, alpha)
+    confidence = 1 - level
+    if looks.sequential:
+        multiplier = np.array([looks.critical(a, k) for a, k in zip(level, n)])
+    else:
+        multiplier = stats.t.ppf(1 - (1 - confidence) / 2, np.maximum(n - 1, 1))
+    half = multiplier * se
+    return {"p_holm": p_holm, "confidence": confidence, "ci_low": diff - half,
+            "ci_high": diff + half}
+
+
+def judge(kind: str, all_lost: str, unstable: str, n_pairs: int, low: float, high: float,
+          diff: float, mode: str, min_effect: float | None) -> tuple[str, str]:
+    """``(verdict, outcome)`` of one contrast from its deciding interval (:func:`decide`)."""
+    clear = low > 0 or high < 0
+    inside = min_effect is not None and -min_effect < low and high < min_effect
+    direction = ("interaction found" if kind == "interaction"
+                 else "helps" if (diff > 0) == (mode == "max") else "hurts")
+    unclear = "no clear effect" if min_effect is None else "undecided"
+    outcome = (all_lost or ("unstable" if unstable else "")
+               or ("not enough data" if n_pairs < 2 else "")
+               or ("negligible" if inside else direction if clear else unclear))
+    if outcome != "unstable":
+        return outcome, outcome
+    return f"unstable ({unstable})" + (f"; {direction} on the finished seeds" if clear
+                                       else ""), outcome
+
+
+def equivalence_p(diff: float, se: float, n: int, min_effect: float | None,
+                  looks: Looks = FIXED) -> float:
+    """The smallest overall level whose interval (at the look of ``n`` pairs) lies inside
+    ±``min_effect``: twice the larger p-value of the two one-sided tests, made sequential by
+    ``looks``. NaN without ``min_effect`` or with fewer than 2 pairs."""
+    if min_effect is None or n < 2 or not np.isfinite(diff):
+        return np.nan
+    margin = min_effect - abs(diff)
+    if margin <= 0:
+        return 1.0
+    if not se > 0:
+        return 0.0
+    return looks.adjusted(float(2 * stats.t.sf(margin / se, n - 1)), n)
 
 
 def evaluate(
     contrasts: list[Contrast], values: pd.DataFrame, outcome: pd.DataFrame, alpha: float,
-    mode: str,
+    mode: str, *, min_effect: float | None = None, looks: Looks = FIXED,
+    counts: Mapping[str, int] | None = None,
 ) -> pd.DataFrame:
-    """:func:`estimate` then :func:`decide`: one family, one Holm correction."""
-    return decide(estimate(contrasts, values, outcome), alpha, mode)
+    """:func:`estimate` then :func:`decide`: one family, one step-down."""
+    return decide(estimate(contrasts, values, outcome, counts), alpha, mode,
+                  min_effect=min_effect, looks=looks)

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ablate.report import plots
+from ablate.report.boundaries import SPENDING
 from ablate.report.effects import (
     FACTORIAL,
     dominant_factor,
@@ -40,14 +41,14 @@ from ablate.report.fmt import (
     plural,
     plus_minus,
 )
-from ablate.report.spec import ReportSpec
+from ablate.report.sequential import MAX_SEEDS, scheduled
+from ablate.report.spec import ALPHA, ReportSpec
 from ablate.report.stats import compare, importance, summarize
 from ablate.study import short_names
 
-ALPHA = 0.05
-DECIDED = ("helps", "hurts", "interaction found")
-KIND_ORDER = ("helps", "hurts", "interaction found", "unstable", "no clear effect",
-              "not enough data", "all diverged", "all failed")
+DECIDED = ("helps", "hurts", "interaction found", "negligible")
+KIND_ORDER = ("helps", "hurts", "interaction found", "negligible", "unstable", "no clear effect",
+              "undecided", "not enough data", "all diverged", "all failed")
 MAX_NAMED = 8
 
 
@@ -100,8 +101,13 @@ def _first_table_rows(family: pd.DataFrame) -> pd.DataFrame:
     return family[family["kind"] != "simple"] if len(family) else family
 
 
+def _p_header(spec: ReportSpec) -> str:
+    """Holm's adjusted p, or the step-down's when it also weighs equivalence or looks."""
+    return "p (Holm)" if spec.min_effect is None and spec.adaptive is None else "p (adj.)"
+
+
 def _effects_table(rows: pd.DataFrame, spec: ReportSpec, first: str) -> str:
-    header = [first, f"Δ {escape(spec.metric)} ± CI", "p (Holm)", "Verdict", "Seeds"]
+    header = [first, f"Δ {escape(spec.metric)} ± CI", _p_header(spec), "Verdict", "Seeds"]
     body = [
         [escape(r["term"]), plus_minus(r["diff"], r["ci_low"], r["ci_high"], signed=True),
          format_p(r["p_holm"]), _verdict(r), _seeds(r)]
@@ -155,7 +161,13 @@ def _findings(family: pd.DataFrame, comparison: pd.DataFrame, spec: ReportSpec) 
         items = [_unstable_phrase(r) for _, r in lost.iterrows()]
         lines.append("- **Unstable** (k/n: lost to divergence or failure on k of the n seeds "
                      f"where the baseline finished): {_named(items)}.")
-    unclear = _by_size(family[(family["outcome"] == "no clear effect")
+    negligible = _by_size(family[family["outcome"] == "negligible"])
+    if len(negligible):
+        items = [f"{escape(r['term'])} ({interval(r['ci_low'], r['ci_high'])})"
+                 for _, r in negligible.iterrows()]
+        lines.append(f"- **Negligible** (the whole interval lies inside ±{_band(spec)}, the "
+                     f"smallest effect that matters: these do not matter): {_named(items)}.")
+    unclear = _by_size(family[family["outcome"].isin(["no clear effect", "undecided"])
                               & (family["kind"] != "simple")])
     if len(unclear):
         items = [f"{escape(r['term'])} ({interval(r['ci_low'], r['ci_high'])})"
@@ -164,14 +176,29 @@ def _findings(family: pd.DataFrame, comparison: pd.DataFrame, spec: ReportSpec) 
         hint = (f" With {plural(seeds, 'paired seed')} each test has {seeds - 1} degrees of "
                 "freedom, so intervals are wide; more seeds narrow them fast."
                 if 2 <= seeds < 5 else "")
-        lines.append("- **Cannot tell** (no clear effect: the data fit every effect in the "
-                     f"interval, 0 included): {_named(items)}.{hint}")
+        if spec.min_effect is None:
+            lines.append("- **Cannot tell** (no clear effect: the data fit every effect in the "
+                         f"interval, 0 included): {_named(items)}.{hint} No clear effect is "
+                         "not evidence of no effect: an interval that includes 0 also includes "
+                         "effects as large as its bounds. To find out which changes do not "
+                         "matter, set min_effect (the smallest effect that matters).")
+        else:
+            lines.append(f"- **Undecided** (the interval includes 0 and crosses ±{_band(spec)}: "
+                         "the data fit both no effect and one that matters): "
+                         f"{_named(items)}.{hint}")
     few = family[family["outcome"] == "not enough data"]
     if len(few):
         lines.append("- **Not enough data** (fewer than 2 seeds where both sides finished): "
                      f"{_named([escape(t) for t in few['term']])}.")
-    lines.append(f"- {_count_line(family)}")
+    if spec.adaptive is not None:
+        lines.append(f"- {_saving_line(spec)}")
+    lines.append(f"- {_count_line(family, spec)}")
     return lines
+
+
+def _band(spec: ReportSpec) -> str:
+    """``0.01 val_acc``: the smallest effect of interest with its unit."""
+    return f"{format_number(spec.min_effect)} {escape(spec.metric)}"
 
 
 COUNT_WORDS = {"helps": ("helps", "help"), "hurts": ("hurts", "hurt"),
@@ -179,13 +206,26 @@ COUNT_WORDS = {"helps": ("helps", "help"), "hurts": ("hurts", "hurt"),
                "not enough data": ("with not enough data",) * 2}
 
 
-def _count_line(family: pd.DataFrame) -> str:
+def _count_line(family: pd.DataFrame, spec: ReportSpec) -> str:
     """``Of 16 tests: 1 helps, 3 hurt, 1 unstable, 11 with no clear effect (...)``."""
     counts = family["outcome"].value_counts()
     parts = [f"{n} {COUNT_WORDS.get(kind, (kind, kind))[n != 1]}"
              for kind in KIND_ORDER if (n := int(counts.get(kind, 0)))]
+    how = "Holm-adjusted" if spec.min_effect is None else "step-down adjusted (Holm–Shaffer)"
+    looks = ", at group-sequential boundaries" if spec.adaptive is not None else ""
     return (f"Of {plural(len(family), 'test')}: {', '.join(parts)} (paired over seeds, "
-            f"Holm-adjusted across all {len(family)}, α = {ALPHA}).")
+            f"{how} across all {len(family)}{looks}, α = {ALPHA}).")
+
+
+def _saving_line(spec: ReportSpec) -> str:
+    """``Seeds (adaptive, 3 to 12 per variant): 60 of 192 trials, 132 (69%) saved ...``."""
+    low, high = spec.adaptive
+    full = spec.n_variants * high
+    used = spec.n_planned
+    return (f"**Seeds** (adaptive, {low} to {high} per variant, until each comparison is "
+            f"decided): {used} of the {full} trials of giving every variant {high} seeds, "
+            f"{full - used} ({(full - used) / full:.0%}) saved; each variant's seeds and why it "
+            "stopped are under Seeds per variant.")
 
 
 def _conclusion(family: pd.DataFrame, comparison: pd.DataFrame, spec: ReportSpec,
@@ -202,18 +242,46 @@ def _conclusion(family: pd.DataFrame, comparison: pd.DataFrame, spec: ReportSpec
         "Δ: the change's effect on the metric, paired by seed"
         + (", averaged over the other factors; an interaction is a difference of differences"
            if spec.design in FACTORIAL else "")
-        + ". ± CI: the Holm-adjusted interval that decides the verdict (it excludes 0 exactly "
-        "when the verdict is helps, hurts or interaction found; see Methods). Seeds: seeds "
-        "where both sides finished, of the study's"
+        + f". ± CI: the {'Holm' if spec.min_effect is None else 'step-down'}-adjusted "
+        + ("repeated (group-sequential) " if spec.adaptive is not None else "")
+        + "interval that decides the verdict (it excludes 0 exactly when the verdict is helps, "
+        "hurts or interaction found"
+        + (f"; it lies inside ±{_band(spec)} exactly when it is negligible, which comes first"
+           if spec.min_effect is not None else "")
+        + "; see Methods). Seeds: seeds where both sides finished, of the "
+        + ("seeds scheduled for both" if spec.adaptive is not None else "study's")
         + ("; partial: seeds where a cell of the average was lost (it is averaged over the "
            "cells that finished there; which cells were lost is under Unstable)."
            if (family.get("n_partial", pd.Series(dtype=int)) > 0).any() else ".")
     )
     lines += ["", *_aliasing(spec)]
     if forest is not None:
-        caption = "The table's effects with the same intervals, coloured by verdict."
+        caption = "The table's effects with the same intervals, coloured by verdict" + (
+            f"; the shaded band is ±{_band(spec)}, the smallest effect that matters."
+            if spec.min_effect is not None else ".")
         lines += [f"![{caption}]({forest.name})", "", f"*{caption}*", ""]
-    return lines
+    return lines + _seeds_section(comparison, spec)
+
+
+def _seeds_section(comparison: pd.DataFrame, spec: ReportSpec) -> list[str]:
+    """Adaptive studies: each variant's seeds and why it stopped there."""
+    if spec.adaptive is None or comparison.empty:
+        return []
+    low, high = spec.adaptive
+    rows = []
+    for _, c in comparison.iterrows():
+        n = spec.seeds_of(c["variant"])
+        stop = spec.stops.get(c["variant"])
+        why = ("still running" if stop is None else
+               f"{MAX_SEEDS} ({high}), still {escape(c['outcome'])}" if stop == MAX_SEEDS
+               else f"decided at {n} seeds: {escape(stop)}")
+        rows.append([escape(c["label"]), str(n), why])
+    base = max(spec.seed_counts.values(), default=low)
+    return ["### Seeds per variant", "",
+            f"Every variant started with {plural(low, 'seed')}; after each round a variant "
+            f"whose comparison with the baseline was decided stopped, the others got the next "
+            f"seed, up to {high}. The baseline ran every seed a variant ran ({base}).", "",
+            _table(["Variant", "Seeds", "Stopped because"], rows, (1,)), ""]
 
 
 def _aliasing(spec: ReportSpec) -> list[str]:
@@ -304,14 +372,15 @@ def _variant_table(comparison: pd.DataFrame, summary: pd.DataFrame, spec: Report
         rows.append([escape(s["label"]), mean,
                      plus_minus(c["diff"], c["ci_low"], c["ci_high"], signed=True),
                      format_p(c["p_holm"]), _verdict(c), _seeds(c)])
-    header = ["Variant", f"{escape(spec.metric)} (mean ± 95% CI)", "Δ ± CI", "p (Holm)",
+    header = ["Variant", f"{escape(spec.metric)} (mean ± 95% CI)", "Δ ± CI", _p_header(spec),
               "Verdict", "Seeds"]
     return _table(header, rows, numeric=(1, 2, 3))
 
 
 def _trials(row: pd.Series, spec: ReportSpec) -> str:
     lost = [f"{row[f'n_{s}']} {s}" for s in ("diverged", "failed", "missing") if row[f"n_{s}"]]
-    return f"{row['n_finished']}/{len(spec.seeds)}" + (f" ({', '.join(lost)})" if lost else "")
+    return f"{row['n_finished']}/{spec.seeds_of(row['variant'])}" + (
+        f" ({', '.join(lost)})" if lost else "")
 
 
 # ------------------------------------------------------------------------- variants, costs
@@ -486,7 +555,11 @@ def _methods(summary: pd.DataFrame, family: pd.DataFrame, spec: ReportSpec) -> l
         "## Methods",
         "",
         f"- **Design:** {escape(spec.design)}, {spec.n_variants} variants × "
-        f"{plural(len(spec.seeds), 'seed')} ({seeds}); every variant uses the same seeds.",
+        + (f"{plural(len(spec.seeds), 'seed')} ({seeds}); every variant uses the same seeds."
+           if spec.adaptive is None else
+           f"{spec.adaptive[0]} to {spec.adaptive[1]} seeds, adaptive (below); variants that "
+           "continue all get the same next seed, and the baseline runs every seed any variant "
+           "runs."),
         f"- **Metric:** final {escape(spec.metric)} ({spec.mode}imised); {n_text} finished "
         "seeds per variant. Diverged, failed and running trials are counted per variant and "
         "left out of means and pairs (MLflow's UI group means include diverged runs that logged "
@@ -527,9 +600,15 @@ def _methods(summary: pd.DataFrame, family: pd.DataFrame, spec: ReportSpec) -> l
         "confidence 1 − α/(m − k + 1), the level its own step used, and every other test the "
         "level where Holm stopped, 1 − α/(m − r). So an interval excludes 0 exactly when Holm "
         "rejects, and the verdict is read off the interval.",
+        *_min_effect_methods(spec),
+        *_sequential_methods(spec),
         "- **Verdict:** helps/hurts (interaction found, for interactions) when the interval "
-        "excludes 0, direction from whether higher or lower is better; otherwise no clear "
-        "effect. *Unstable (k/n diverged)* when the changed side diverged or failed on k of the "
+        "excludes 0, direction from whether higher or lower is better; "
+        + ("otherwise no clear effect (which is not evidence of no effect: the interval "
+           "also fits effects as large as its bounds). " if spec.min_effect is None else
+           f"negligible when it lies inside ±{_band(spec)} (before helps/hurts: a real but "
+           "unimportant effect is negligible); otherwise undecided. ")
+        + "*Unstable (k/n diverged)* when the changed side diverged or failed on k of the "
         "n seeds where the other side finished (whatever its finished seeds show; if they "
         "differ clearly too, the verdict says so)"
         + (" — judged per variant against the baseline, since a lost cell has a matched "
@@ -550,6 +629,51 @@ def _methods(summary: pd.DataFrame, family: pd.DataFrame, spec: ReportSpec) -> l
             "(a floor several configurations fall to). Other metrics: not flagged."
         )
     return lines + ["", *_settings(spec)]
+
+
+def _min_effect_methods(spec: ReportSpec) -> list[str]:
+    if spec.min_effect is None:
+        return []
+    return [
+        f"- **Smallest effect of interest (min_effect = {_band(spec)}):** *negligible* is an "
+        "equivalence finding: the interval shown lies inside ±min_effect, i.e. both one-sided "
+        "tests (two one-sided tests, TOST) reject an effect of min_effect or more, each at half "
+        "the interval's level. Each comparison can so make two claims, \"differs from 0\" and "
+        "\"smaller than min_effect\", and at most one of their null hypotheses is true, so the "
+        "step-down above runs over both kinds of claim (Shaffer's refinement of Holm's): the "
+        "k-th smallest p-value is tested at α/t, t being the number of comparisons that still "
+        "have a claim to settle, and a comparison leaves the count only once both its claims "
+        "are accepted. This controls the family-wise rate of false claims of either kind at α; "
+        "the price is that a clear effect frees no level for the others (Holm's does). Each "
+        "interval is at the level of the step that settled its last claim, else where the "
+        "procedure stopped, so the verdicts are read off the intervals shown.",
+    ]
+
+
+def _sequential_methods(spec: ReportSpec) -> list[str]:
+    if spec.adaptive is None:
+        return []
+    low, high = spec.adaptive
+    return [
+        f"- **Adaptive seeds (group-sequential):** every variant started with {low} seeds; "
+        "after each round every variant was compared with the baseline (one family, as "
+        "above), a decided variant (helps, hurts, negligible, unstable, all diverged/failed) "
+        f"stopped and the others got the next seed, up to {high}. The schedule is replayed from "
+        "the recorded results (each round decided on the trials scheduled by then), so it is "
+        f"the same after a resume and here. Repeated looks are paid for by the {SPENDING} "
+        f"α(t) = 2 − 2Φ(z₁₋α/2/√t) (Lan and DeMets 1983) over the looks at {low}, …, {high} "
+        "paired seeds (t = n/max_seeds): the boundaries of the paired t-statistics are set so "
+        "that a null comparison crosses at look k, and not before, with probability α(t_k) − "
+        "α(t_{k−1}), computed on 131,072 simulated null paths (fixed seed; the t-statistic's "
+        "law does not depend on the variance); a look whose share is too small to simulate "
+        "gets that share as its nominal level (the union bound). A comparison's p-value is the "
+        "smallest overall level at which it crosses its look's boundary, and its interval is a "
+        "repeated confidence interval: the intervals of all looks cover the true difference "
+        "together with probability 1 − α, so the one where a variant stopped is valid whatever "
+        "made it stop, and the family-wise error rate over all looks stays at α (it is "
+        "conservative at the stopping time). Factorial effects use the seeds all their cells "
+        "were scheduled for.",
+    ]
 
 
 def _settings(spec: ReportSpec) -> list[str]:
@@ -596,6 +720,7 @@ def write_report(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    results, spec = scheduled(results, spec)
     results.to_csv(out_dir / "results.csv", index=False)
     summary = summarize(results, spec)
     family = effects(results, spec, alpha=ALPHA)
@@ -607,7 +732,10 @@ def write_report(
         "",
         f"Metric: **{escape(spec.metric)}** ({better} is better) · design: "
         f"{escape(spec.design)} · {spec.n_variants} variants × "
-        f"{plural(len(spec.seeds), 'seed')}.",
+        + (f"{plural(len(spec.seeds), 'seed')}." if spec.adaptive is None else
+           f"{spec.adaptive[0]} to {spec.adaptive[1]} seeds (adaptive).")
+        + (f" Smallest effect of interest: ±{_band(spec)}." if spec.min_effect is not None
+           else ""),
         "",
     ]
     lines += [line for note in spec.notes for line in (f"> {escape(note)}", "")]

@@ -27,8 +27,10 @@ VERDICT_COLOURS = {
     "helps": "#1a9850",
     "hurts": "#d73027",
     "interaction found": "#e66101",
+    "negligible": "#2166ac",
     "unstable": "#762a83",
     "no clear effect": "#737373",
+    "undecided": "#737373",
     "not enough data": "#bdbdbd",
     "all diverged": "#40004b",
     "all failed": "#000000",
@@ -86,12 +88,16 @@ def forest_plot(family: pd.DataFrame, spec: ReportSpec, path: str | Path) -> Pat
     """Each contrast's estimate with the interval that decides its verdict, coloured by verdict.
 
     ``family`` is the report's first table (``term``, ``diff``, ``ci_low``, ``ci_high``,
-    ``outcome``), drawn top to bottom in its order.
+    ``outcome``), drawn top to bottom in its order; with ``spec.min_effect`` the band ±min_effect
+    is shaded (an interval inside it is negligible).
     """
     if family.empty:
         return None
     fig = _figure(WIDTH, _rows_height(len(family)))
     ax = fig.subplots()
+    if spec.min_effect is not None:
+        ax.axvspan(-spec.min_effect, spec.min_effect, color=VERDICT_COLOURS["negligible"],
+                   alpha=0.12, label=f"±{spec.min_effect:g} (min_effect)")
     pos = pd.Series(np.arange(len(family)), index=family.index)
     for outcome, group in family.groupby("outcome", sort=False):
         colour = VERDICT_COLOURS.get(outcome, "grey")
@@ -104,9 +110,13 @@ def forest_plot(family: pd.DataFrame, spec: ReportSpec, path: str | Path) -> Pat
     ax.axvline(0, color="black", linewidth=1)
     ax.set_yticks(pos, [_wrap(term, 34) for term in family["term"]], fontsize=8)
     ax.set_ylim(len(family) - 0.5, -0.5)
-    ax.set_xlabel(f"difference in {spec.metric} (Holm-adjusted interval)")
+    ax.set_xlabel(f"difference in {spec.metric} ("
+                  + ("Holm" if spec.min_effect is None and spec.adaptive is None else "step-down")
+                  + "-adjusted interval)")
     ax.set_title(f"Effects ({_better(spec)} is better); an interval excludes 0 exactly when the "
-                 "verdict is helps/hurts", fontsize=9)
+                 "verdict is helps/hurts" + ("" if spec.min_effect is None else
+                                            ",\nand lies inside the band exactly when negligible"),
+                 fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     return _save(fig, path)

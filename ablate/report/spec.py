@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+ALPHA = 0.05  # every test's (family-wise) level
 
 @dataclass(frozen=True)
 class ReportSpec:
@@ -24,11 +25,22 @@ class ReportSpec:
     tune: dict[str, Any] = field(default_factory=dict)  # space, trials, config, seed (if tuned)
     chance: float | None = None  # the metric's trivial value (e.g. 1/num_classes), if known
     notes: list[str] = field(default_factory=list)  # shown under the title: scope, provenance
+    min_effect: float | None = None  # the smallest effect of interest, in the metric's units
+    adaptive: tuple[int, int] | None = None  # (min_seeds, max_seeds) of seeds="adaptive"
+    # adaptive studies, from the recorded results (ablate.report.sequential.scheduled):
+    seed_counts: dict[str, int] = field(default_factory=dict)  # variant -> seeds scheduled
+    stops: dict[str, str] = field(default_factory=dict)  # variant -> why it stopped there
 
     @property
     def n_planned(self) -> int:
-        """Trials the study plans: every variant on every seed."""
+        """Trials the study plans: every variant on every seed (adaptive: those scheduled)."""
+        if self.seed_counts:
+            return sum(self.seed_counts.values())
         return self.n_variants * len(self.seeds)
+
+    def seeds_of(self, variant: str) -> int:
+        """How many seeds ``variant`` is planned for."""
+        return self.seed_counts.get(variant, len(self.seeds))
 
 
 def spec_from_study(
@@ -58,6 +70,8 @@ def spec_from_study(
               "config": dict(study.tune_config), "seed": study.tune_seed} if study.tune else {},
         chance=_chance(study.metric, study.baseline_variant.config),
         notes=list(notes or []),
+        min_effect=study.min_effect,
+        adaptive=(study.min_seeds, study.max_seeds) if study.adaptive else None,
     )
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 from scipy import stats
 
 from ablate.report.inference import Contrast, evaluate
+from ablate.report.sequential import rules, scheduled
 from ablate.report.spec import ReportSpec
 from ablate.report.trials import (
     COUNT_COLUMNS,
@@ -96,8 +97,12 @@ def compare(results: pd.DataFrame, spec: ReportSpec, alpha: float = 0.05) -> pd.
     3/(4·(n−1) − 1), from 5 pairs on. Verdicts: ``helps``/``hurts`` (direction from
     ``spec.mode``) when the interval excludes 0, else ``no clear effect``; ``unstable (k/n
     diverged)`` when the variant diverged or failed on seeds where the baseline finished;
-    ``not enough data``, ``all diverged`` and ``all failed`` as named.
+    ``not enough data``, ``all diverged`` and ``all failed`` as named; with ``spec.min_effect``,
+    ``negligible`` when the interval lies inside ±min_effect and ``undecided`` instead of no
+    clear effect. An adaptive study is first cut to its schedule
+    (:func:`ablate.report.sequential.scheduled`) and tested at its group-sequential looks.
     """
+    results, spec = scheduled(results, spec)
     order = variant_order(results)
     if baseline_variant(results) is None or len(order) < 2:
         return pd.DataFrame(columns=COMPARE_COLUMNS)
@@ -105,7 +110,7 @@ def compare(results: pd.DataFrame, spec: ReportSpec, alpha: float = 0.05) -> pd.
     names = labels(results)
     contrasts = [Contrast("variant", names[v], ({v: 1.0, order[0]: -1.0},), variant=v)
                  for v in order[1:]]
-    out = evaluate(contrasts, values, outcome, alpha, spec.mode)
+    out = evaluate(contrasts, values, outcome, alpha, spec.mode, **rules(spec))
     out = out.assign(label=out["term"]).join(counts(results, spec), on="variant")
     return out[COMPARE_COLUMNS]
 

@@ -52,7 +52,8 @@ def varying_factors(results: pd.DataFrame, spec: ReportSpec) -> list[str]:
 
 
 def counts(results: pd.DataFrame, spec: ReportSpec) -> pd.DataFrame:
-    """Per variant: finished (with a value), diverged, failed and missing trials."""
+    """Per variant: finished (with a value), diverged, failed and missing trials (of the seeds
+    it is planned for)."""
     status = results["status"]
     state = np.select(
         [
@@ -66,7 +67,8 @@ def counts(results: pd.DataFrame, spec: ReportSpec) -> pd.DataFrame:
     codes, variants = pd.factorize(results["variant"])
     table = np.zeros((len(variants), 4), dtype=int)
     np.add.at(table, (codes, state), 1)
-    table[:, 3] += np.clip(len(spec.seeds) - table.sum(axis=1), 0, None)
+    planned = np.array([spec.seeds_of(v) for v in variants], dtype=int)
+    table[:, 3] += np.clip(planned - table.sum(axis=1), 0, None)
     return pd.DataFrame(table, index=pd.Index(variants, name="variant"), columns=COUNT_COLUMNS)
 
 

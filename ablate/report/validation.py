@@ -13,8 +13,11 @@ from itertools import product
 import numpy as np
 import pandas as pd
 
+from ablate.report.boundaries import Looks, adaptive_looks
 from ablate.report.effects import effects
-from ablate.report.spec import ReportSpec
+from ablate.report.inference import intervals, judge, paired_stats
+from ablate.report.sequential import Schedule, replay
+from ablate.report.spec import ALPHA, ReportSpec
 from ablate.report.stats import compare
 
 
@@ -152,3 +155,93 @@ def factorial_error_rates(reps: int = 200, seed: int = 0, n_seeds: int = 5) -> d
         "familywise_error_rate": errors / reps,
         "power": detected / reps,
     }
+
+
+# ------------------------------------------------------------------- adaptive (sequential)
+BOUNDS = (3, 12)  # the adaptive studies simulated: min_seeds, max_seeds
+
+
+def _verdicts_of(diffs: np.ndarray, counts: list[int], min_effect: float | None,
+                 looks: Looks) -> dict[str, np.ndarray]:
+    """The family of variant-vs-baseline comparisons on each variant's first ``counts`` paired
+    differences, decided as :func:`ablate.report.stats.compare` decides it (``outcome``,
+    ``ci_low``, ``ci_high``; arrays, for speed)."""
+    est = paired_stats([d[:n] for d, n in zip(diffs, counts)])
+    out = intervals(est["diff"], est["se"], est["n_pairs"], est["p"], ALPHA,
+                    min_effect=min_effect, looks=looks)
+    out["outcome"] = np.array([judge("variant", "", "", *row, "max", min_effect)[1] for row in
+                               zip(est["n_pairs"], out["ci_low"], out["ci_high"], est["diff"])])
+    return out
+
+
+def simulate_adaptive(
+    effects: list[float], rng: np.random.Generator, min_effect: float | None = None,
+    looks: Looks | None = None,
+) -> tuple[Schedule, dict[str, np.ndarray]]:
+    """One adaptive study of the runner's shape (baseline first; noise as :func:`simulate`'s),
+    run round by round through :func:`ablate.report.sequential.replay`: its schedule and its
+    final family. ``looks``: the group-sequential looks (default), or :data:`FIXED` for naive
+    repeated t-tests that treat every look as if it were the only one."""
+    looks = adaptive_looks(*BOUNDS) if looks is None else looks
+    high = BOUNDS[1]
+    values = (0.5 + np.asarray(effects)[:, None] + rng.normal(0.0, np.sqrt(0.5), high)
+              + rng.normal(0.0, np.sqrt(0.5), (len(effects), high)))
+    diffs = values[1:] - values[0]
+    names = [f"v{i}" for i in range(len(effects))]
+
+    def verdicts(counts: dict[str, int]) -> dict[str, str]:
+        family = _verdicts_of(diffs, [counts[v] for v in names[1:]], min_effect, looks)
+        return dict(zip(names[1:], family["outcome"]))
+
+    plan = replay(names, BOUNDS, verdicts)
+    return plan, _verdicts_of(diffs, [plan.counts[v] for v in names[1:]], min_effect, looks)
+
+
+def sequential_error_rates(reps: int = 300, seed: int = 0) -> dict:
+    """Error rates, power and cost of adaptive seeds (3 to 12 per variant), by simulation.
+
+    * ``familywise_sequential`` / ``familywise_naive``: share of A/A studies (4 null variants
+      against the baseline, no min_effect, so each runs to 12 seeds unless falsely decided)
+      with any helps/hurts, with the group-sequential boundaries and with naive Holm-adjusted
+      t-tests at every look.
+    * ``power``: share of studies with one variant of effect 1 noise SD called helps;
+      ``mean_seeds``: its mean seeds; ``coverage``: share whose final interval covers 1;
+      ``fixed_seeds_same_power``: the fewest seeds of a fixed design with at least that power
+      (``fixed_power``: its power), so ``mean_seeds`` against it is the saving.
+    * ``false_negligible``: share of studies (min_effect = 1 SD) calling a variant whose true
+      effect is exactly 1 SD negligible.
+    """
+    rng = np.random.default_rng(seed)
+    fixed = Looks()
+    aa, naive, helps, covered, seeds, false_negligible = 0, 0, 0, 0, 0, 0
+    for _ in range(reps):
+        for looks, errors in ((None, "aa"), (fixed, "naive")):
+            _, family = simulate_adaptive([0.0] * 5, rng, looks=looks)
+            found = bool(np.isin(family["outcome"], ["helps", "hurts"]).any())
+            aa, naive = (aa + found, naive) if errors == "aa" else (aa, naive + found)
+        plan, family = simulate_adaptive([0.0, 1.0], rng)
+        helps += bool(family["outcome"][0] == "helps")
+        covered += bool(family["ci_low"][0] <= 1.0 <= family["ci_high"][0])
+        seeds += plan.counts["v1"]
+        _, family = simulate_adaptive([0.0, 1.0], rng, min_effect=1.0)
+        false_negligible += bool(family["outcome"][0] == "negligible")
+    power = helps / reps
+    n, fixed_power = _fixed_seeds_for(power, rng, reps)
+    return {
+        "reps": reps, "min_seeds": BOUNDS[0], "max_seeds": BOUNDS[1],
+        "familywise_sequential": aa / reps, "familywise_naive": naive / reps,
+        "power": power, "mean_seeds": seeds / reps, "coverage": covered / reps,
+        "fixed_seeds_same_power": n, "fixed_power": fixed_power,
+        "false_negligible": false_negligible / reps,
+    }
+
+
+def _fixed_seeds_for(power: float, rng: np.random.Generator, reps: int) -> tuple[int, float]:
+    """The fewest seeds n of a fixed design (one paired t-test, α = 0.05) whose simulated power
+    to find a 1-SD effect reaches ``power``, and that power."""
+    for n in range(2, 4 * BOUNDS[1]):
+        est = paired_stats(list(1.0 + rng.normal(0.0, 1.0, (reps, n))))
+        found = float(((est["p"] < ALPHA) & (est["diff"] > 0)).mean())
+        if found >= power:
+            return n, found
+    return 4 * BOUNDS[1], float("nan")
