@@ -20,6 +20,7 @@ IDS = {
     "quick.py": ["f84e92da", "84ad9094", "c2935f34", "606f70ef", "fdc25251", "d5ef6f41",
                  "336335e5", "1c29b7e8", "97b88215", "fc444785", "cda74030", "8a653fe4",
                  "e0b46be3", "48429d35", "ac1de97e", "fbe8a19d"],
+    "quick_adaptive.py": ["dc20888c", "1bd36f48", "9d20c651", "14cbab7d", "e30353fd"],
     "tuned.py": ["05ed7576", "953ad876", "f3c4a14a", "7d2a2c09", "fb0a0fc2", "8d405f92",
                  "15448fcb", "a8c337af", "735ed673", "8e3b3fe4", "442a3fb5", "1ddc3ea9",
                  "a38f94f5", "e1142ef7", "3b76533c", "67f7fc05"],

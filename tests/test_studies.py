@@ -19,6 +19,7 @@ TINY = {
                       "--set", "model.n_hidden=16", "--set", "train.epochs=1"],
     "custom_train.py": ["--set", "opt.epochs=2"],
     "tuned.py": ["--set", "train.epochs=1", "--tune-trials", "2"],
+    "quick_adaptive.py": ["--set", "train.epochs=1"],
     "cifar10_cnn.py": ["--set", "model.widths=(4, 8)", "--set", "train.epochs=1",
                        "--set", "data.download=False", "--set", "data.batch_size=8"],
     "cifar10_cpu.py": ["--set", "model.widths=(4, 8)", "--set", "train.epochs=1",
