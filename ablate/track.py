@@ -227,7 +227,7 @@ class Tracker:
             "ablate.baseline": "true" if v.baseline else "false",
             "ablate.levels": _dumps(v.levels)[:5000],
             "ablate.plan": runs.plan,
-            "ablate.plans": runs.plan,
+            "ablate.plans": plan_token(runs.plan),
             NOTE: _trial_note(study, trial),
         }, parent=runs.variants.get(v.id) or self._variant_run_id(study, runs, v))
 
@@ -237,7 +237,7 @@ class Tracker:
         return self._child_run(study, runs, trial, f"tune {name} #{number}", {
             "ablate.role": "tuning",
             "ablate.tune_trial": str(number),
-            "ablate.plans": runs.plan,
+            "ablate.plans": plan_token(runs.plan),
         })
 
     def _child_run(
@@ -339,11 +339,15 @@ class Tracker:
         """Attach the report folder to the study's parent run (artifact path ``report``)."""
         self.client.log_artifacts(runs.parent_run_id, str(folder), "report")
 
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+    def log_metrics(
+        self, run_id: str, metrics: Mapping[str, float], step: int, first: str | None = None
+    ) -> None:
+        """One batched call; ``first`` (the study metric) is logged first, so that a run's
+        metrics table in MLflow's UI, which keeps the order of first logging, starts with it."""
         now = int(time.time() * 1000)
-        self.client.log_batch(
-            run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()]
-        )
+        keys = sorted(metrics, key=lambda k: k != first)  # stable: the rest keep their order
+        self.client.log_batch(run_id, metrics=[Metric(k, float(metrics[k]), now, step)
+                                               for k in keys])
 
     def log_artifact(self, run_id: str, path: Path, folder: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), folder)
@@ -392,7 +396,7 @@ class Tracker:
         for run in self._search(exp_id, "tags.`ablate.role` = 'tuning'"):
             if run.data.tags.get("ablate.variant") in variants:
                 self._add_plan(run, plan)
-        self.client.set_tag(runs.parent_run_id, "ablate.plans", plan)
+        self.client.set_tag(runs.parent_run_id, "ablate.plans", plan_token(plan))
         for key, value in {VIEW_TAG + view_key(plan): json.dumps(view_state(study)),
                            "mlflow.experiment.primaryMetric.name": study.metric,
                            NOTE: _experiment_note(study)}.items():
@@ -415,11 +419,6 @@ class Tracker:
                              newest.data.tags.get("ablate.plan", ""))
             out.append((exp.name, runs, VIEW_TAG + view_key(runs.plan) in exp.tags))
         return out
-
-    def has_view(self, runs: StudyRuns) -> bool:
-        """Whether the experiment has the plan's saved view (stores written before it don't)."""
-        exp = self.client.get_experiment(runs.experiment_id)
-        return VIEW_TAG + view_key(runs.plan) in exp.tags
 
     def _variant_runs(self, experiment_id: str) -> dict[str, Any]:
         """Variant id -> its variant run (the oldest, should two exist)."""
@@ -446,7 +445,7 @@ class Tracker:
             "ablate.label": variant.label,
             "ablate.baseline": "true" if variant.baseline else "false",
             "ablate.levels": _dumps(variant.levels)[:5000],
-            "ablate.plans": runs.plan,
+            "ablate.plans": plan_token(runs.plan),
             NOTE: _variant_note(study, variant, None, None),
         })
         params = [Param(k, _param(val)) for k, val in sorted(variant.config.items())]
@@ -455,13 +454,14 @@ class Tracker:
         return run.info.run_id
 
     def _add_plan(self, run: Any, plan: str) -> None:
-        plans = run.data.tags.get("ablate.plans", "").split()
-        if plan and plan not in plans:
-            self.client.set_tag(run.info.run_id, "ablate.plans", " ".join([*plans, plan][-200:]))
+        plans, token = run.data.tags.get("ablate.plans", "").split(), plan_token(plan)
+        if plan and token not in plans:
+            self.client.set_tag(run.info.run_id, "ablate.plans", " ".join([*plans, token][-200:]))
 
     def update_variant(self, study: Study, runs: StudyRuns, variant: Any) -> None:
-        """Recompute one variant's row (mean, CI, counts, description, status) from the store;
-        the process that has just ended one of its trials calls this."""
+        """Recompute one variant's row (mean, CI, counts, status) from the store; the process
+        that has just ended one of its trials calls this. Its description, which repeats the
+        figures in words, is rewritten when the plan ends (one write per trial, ~30 ms)."""
         run_id = runs.variants.get(variant.id)
         run = (self.client.get_run(run_id) if run_id
                else self._variant_runs(runs.experiment_id).get(variant.id))
@@ -470,7 +470,8 @@ class Tracker:
         flt = (f"tags.`ablate.role` = 'trial' and "
                f"tags.`ablate.variant` = '{variant.id}'")
         trials = _pick(r for r in self._search(runs.experiment_id, flt) if not _replaced(r))
-        self._write_variant(study, variant, run, variant_summary(study, variant, trials))
+        self._write_variant(study, variant, run, variant_summary(study, variant, trials),
+                            describe=False)
 
     def update_summaries(self, study: Study, runs: StudyRuns) -> None:
         """Every variant row of the plan and the plan run's own summary, written where they
@@ -502,23 +503,24 @@ class Tracker:
         self.update_summaries(study, runs)
 
     def _write_variant(
-        self, study: Study, variant: Any, run: Any, summary: VariantSummary
+        self, study: Study, variant: Any, run: Any, summary: VariantSummary, describe: bool = True
     ) -> str | None:
-        """Write a variant run's summary where it changed; returns the verdict it shows."""
+        """Write a variant run's summary (and with ``describe`` its description) where it
+        changed; returns the verdict it shows."""
         tags = run.data.tags
         verdict = tags.get("ablate.verdict") if tags.get("ablate.verdict_plan") == study.plan \
             else None
         if verdict is None and "ablate.verdict" in tags:  # another plan's verdict
             self.client.delete_tag(run.info.run_id, "ablate.verdict")
-        metrics = {"finished": summary.finished, "diverged": summary.diverged,
-                   "failed": summary.failed, "seeds": summary.n_seeds}
-        for key, value in ((study.metric, summary.mean), (f"{study.metric}_ci95", summary.ci95)):
-            if math.isfinite(value) or key in run.data.metrics:
-                metrics[key] = value
+        metrics = {key: _shown(value) for key, value in ((study.metric, summary.mean),
+                                                         (f"{study.metric}_ci95", summary.ci95))
+                   if math.isfinite(value) or key in run.data.metrics}  # first: listed first
+        metrics.update(finished=summary.finished, diverged=summary.diverged,
+                       failed=summary.failed, seeds=summary.n_seeds)
         self._write_changes(run, metrics, {
             NOTE: _variant_note(study, variant, summary, verdict),
             "ablate.seeds": _dumps(list(study.seeds)),
-        })
+        } if describe else {})
         status = "FINISHED" if summary.ended == summary.n_seeds else "RUNNING"
         if run.info.status != status:
             if status == "FINISHED":
@@ -847,8 +849,7 @@ def ui_hint(uri: str) -> str:
     unless it is the default), nothing for a tracking server, which serves its own UI."""
     if uri.startswith(("http://", "https://")):
         return ""
-    default = os.environ.get("MLFLOW_TRACKING_URI") in (None, "", uri)
-    store = "" if default else f" --tracking-uri {shlex.quote(uri)}"
+    store = "" if uri == resolve_uri(None) else f" --tracking-uri {shlex.quote(uri)}"
     return f"  (serve it: ablate ui{store})"
 
 
@@ -858,6 +859,11 @@ def runs_url(runs: StudyRuns, host: str = UI_HOST, view: bool = True) -> str:
     url = (f"{host.rstrip('/')}/#/experiments/{runs.experiment_id}/runs"
            f"?workflowType=machine_learning")
     return url + (f"&viewStateShareKey={view_key(runs.plan)}" if view and runs.plan else "")
+
+
+def plan_token(plan: str) -> str:
+    """How a plan is named in the tag ``ablate.plans`` (the plans a run belongs to)."""
+    return f"plan-{plan}"
 
 
 def view_key(plan: str) -> str:
@@ -894,10 +900,12 @@ class VariantSummary:
 
 def variant_summary(study: Study, variant: Any, trials: Mapping[tuple[str, int], Any]
                     ) -> VariantSummary:
-    """The summary of ``variant`` over the plan's seeds from its trial runs."""
+    """The summary of ``variant`` over the plan's seeds (an adaptive round's: those scheduled
+    for it) from its trial runs."""
     counts = dict.fromkeys(STATUSES, 0)
     values = []
-    for seed in study.seeds:
+    seeds = study.seeds_of(variant)
+    for seed in seeds:
         run = trials.get((variant.id, seed))
         if run is None:
             continue
@@ -914,7 +922,7 @@ def variant_summary(study: Study, variant: Any, trials: Mapping[tuple[str, int],
 
         std = math.sqrt(sum((x - mean) ** 2 for x in values) / (n - 1))
         ci = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
-    return VariantSummary(len(study.seeds), counts["finished"], counts["diverged"],
+    return VariantSummary(len(seeds), counts["finished"], counts["diverged"],
                           counts["failed"], counts["running"], mean, std, ci)
 
 
@@ -988,6 +996,11 @@ def _trial_note(study: Study, trial: Trial) -> str:
             f"the seeds.")
 
 
+def _shown(value: float) -> float:
+    """A summary as the UI shows it: 4 significant digits (the report's precision or more)."""
+    return float(f"{value:.4g}") if math.isfinite(value) else value
+
+
 def _fmt_mean(summary: VariantSummary) -> str:
     if not math.isfinite(summary.mean):
         return "-"
@@ -1059,7 +1072,7 @@ def view_state(study: Study) -> dict[str, Any]:
     metrics = [f"metrics.`{k}`" for k in (m, f"{m}_ci95", "finished", "diverged", "failed")]
     columns = [*metrics, "tags.`ablate.verdict`", *(f"params.`{k}`" for k in study.factors)]
     return {
-        "searchFilter": f"tags.`ablate.plans` LIKE '%{study.plan}%'",
+        "searchFilter": f"tags.`ablate.plans` LIKE '%{plan_token(study.plan)}%'",
         "orderByKey": "attributes.start_time",
         "orderByAsc": True,
         "startTime": "ALL",
@@ -1067,8 +1080,8 @@ def view_state(study: Study) -> dict[str, Any]:
         "modelVersionFilter": "All Runs",
         "datasetsFilter": [],
         "selectedColumns": columns,
-        "columnOrder": columns,
-        "columnWidths": {},
+        "columnOrder": ["attributes.`Run Name`", *columns],
+        "columnWidths": {"attributes.`Run Name`": 240, "tags.`ablate.verdict`": 320},
         "runsHiddenMode": "SHOW_ALL",
         "groupBy": None,
         "groupsExpanded": {},

@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from ablate.cli import main
 from ablate.study import load_study
+from ablate.track import Tracker
 
 TINY = """
 from ablate import Study
@@ -112,11 +113,28 @@ def test_mlflow_layout_tags_params_and_metrics(tiny, tmp_path):
     children = trial_runs(uri, "tiny")
     assert len(children) == 4
     study = load_study(tiny)
+    # one top-level run per variant (a row of the UI), the trials nested under it
+    variants = {r.data.tags["ablate.variant"]: r for r in runs
+                if r.data.tags.get("ablate.role") == "variant"}
+    assert set(variants) == {v.id for v in study.variants}
+    for v in study.variants:
+        row = variants[v.id]
+        assert "mlflow.parentRunId" not in row.data.tags and row.info.status == "FINISHED"
+        assert row.info.run_name == ("baseline" if v.baseline else "bn=off")
+        assert row.data.metrics["finished"] == 2 and row.data.metrics["diverged"] == 0
+        finals = [r.data.metrics["final_val_acc"] for r in children
+                  if r.data.tags["ablate.variant"] == v.id]
+        assert row.data.metrics["val_acc"] == pytest.approx(sum(finals) / 2, rel=1e-3)
+        assert "val_acc_ci95" in row.data.metrics
+        assert v.label in row.data.tags["mlflow.note.content"]
+    assert exp.tags[f"mlflow.sharedViewState.ablate-plan-{study.plan}"]
     by_key = {(r.data.tags["ablate.variant"], int(r.data.tags["ablate.seed"])): r for r in children}
     for trial in study.trials:
         r = by_key[(trial.variant.id, trial.seed)]
         tags = r.data.tags
-        assert tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert tags["mlflow.parentRunId"] == variants[trial.variant.id].info.run_id
+        assert r.info.run_name == f"{variants[trial.variant.id].info.run_name} s{trial.seed}"
+        assert "model.batch_norm" in tags["mlflow.note.content"]  # the full "what changed"
         assert tags["ablate.study"] == "tiny"
         assert tags["ablate.label"] == trial.variant.label
         assert tags["ablate.status"] == "finished"
@@ -133,7 +151,12 @@ def test_mlflow_layout_tags_params_and_metrics(tiny, tmp_path):
         assert m["final_val_acc"] == max(hist, key=lambda x: x.step).value
         assert m["best_val_acc"] == max(x.value for x in hist)
         assert m["epochs"] == 2 and m["n_params"] > 0 and m["flops_per_sample"] > 0
-        assert any(k.startswith("act_std/features.") for k in m)  # activation statistics
+        # activation statistics: an artifact, not metrics that would crowd the study metric out
+        assert not any(k.startswith(("act_mean/", "act_std/")) for k in m)
+        acts = Tracker(uri).activations(r.info.run_id)
+        assert {step for key, step, _ in acts if key.startswith("act_std/features.")} == {0, 1}
+    history = Tracker(uri).history(study)  # what the report's activation figure reads
+    assert set(history.loc[history["key"].str.startswith("act_std/"), "step"]) == {0, 1}
 
 
 def test_rerun_trains_nothing_and_adds_no_runs(tiny, tmp_path, capsys):

@@ -49,11 +49,21 @@ def test_ui_serves_the_store_on_loopback(tmp_path):
 
 def test_ui_warns_before_binding_beyond_loopback(tmp_path, monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr(cli.os, "execv", lambda exe, cmd: calls.append(cmd))
+    monkeypatch.setattr(cli, "serve_ui", lambda cmd, uri, base: calls.append((cmd, base)) or 0)
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     assert cli.main(["ui", "--tracking-uri", uri]) == 0
-    assert calls[-1][calls[-1].index("--host") + 1] == "127.0.0.1"
+    command, base = calls[-1]
+    assert command[command.index("--host") + 1] == "127.0.0.1"
+    assert base == "http://127.0.0.1:5000"
     assert "WITHOUT authentication" not in capsys.readouterr().err
     assert cli.main(["ui", "--tracking-uri", uri, "--host", "0.0.0.0"]) == 0
     assert "WITHOUT authentication" in capsys.readouterr().err
+    assert calls[-1][1] == "http://127.0.0.1:5000"  # where to reach it from this machine
     assert cli.main(["ui", "--tracking-uri", "http://127.0.0.1:5000"]) == 2
+
+
+def test_ui_runs_the_lightest_server():
+    """One web worker and no background job runners: what serving the runs table needs."""
+    command = cli.ui_command("sqlite:///m.db", "127.0.0.1", 5000)
+    assert command[command.index("--workers") + 1] == "1"
+    assert cli.UI_ENV["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
