@@ -431,9 +431,10 @@ def _ui_note(summary: pd.DataFrame, spec: ReportSpec) -> list[str]:
         return []
     items = ", ".join(f"{escape(r['label'])} (UI {format_number(r['ui_mean'])}, report "
                       f"{format_number(r['mean'])})" for _, r in differ.iterrows())
-    return [f"MLflow's UI, grouping runs by `ablate.label`, averages every run that logged a "
-            f"final {escape(spec.metric)}, diverged runs included; the report leaves diverged "
-            f"and failed trials out of means and pairs. They differ for: {items}.", ""]
+    return [f"The variant rows of MLflow's UI show these same means (diverged and failed "
+            f"trials left out). MLflow's own \"group by\" of the trial runs would average every "
+            f"run that logged a final {escape(spec.metric)}, diverged runs included, and differ "
+            f"for: {items}.", ""]
 
 
 def _tuned_values(results: pd.DataFrame) -> dict[str, str]:
