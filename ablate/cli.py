@@ -188,7 +188,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     study = load(args)
     _check_models(study)
     _check_data(study)  # a missing file or a wrong data type is reported before any write
-    from ablate.execute import EnvironmentProblem, checkpoint_root, run_study
+    from ablate.execute import EnvironmentProblem, check_checkpoint_root, run_study
     from ablate.track import Tracker, TrackingError, bound_http_waits, quiet_mlflow, resolve_uri
 
     bound_http_waits()  # a tracking server that dies mid-study ends it within about a minute
@@ -208,7 +208,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                       args.checkpoint_dir, ray_options.allow_local_storage)
                 check_shipping(args.study_file, ray_options.address)
                 check_address(ray_options.address)
-            root = checkpoint_root(args.checkpoint_dir)  # before the store is created
+            root = check_checkpoint_root(args.checkpoint_dir)  # before the store is created
             tracker = Tracker(args.tracking_uri)
             tracker.check()
         except (TrackingError, EnvironmentProblem) as exc:

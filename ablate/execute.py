@@ -63,11 +63,36 @@ def checkpoint_root(path: str | os.PathLike[str] | None = None) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise EnvironmentProblem(
-            f"checkpoint directory {str(root)!r} is not writable ({exc.strerror or exc}). Fix: "
-            f"pass --checkpoint-dir DIR (or set ABLATE_CHECKPOINT_DIR) to a writable folder."
-        ) from None
+        raise _unwritable(root, exc.strerror or str(exc)) from None
     return root
+
+
+def check_checkpoint_root(path: str | os.PathLike[str] | None = None) -> Path:
+    """:func:`checkpoint_path` if it is (or can be created) writable; creates nothing, so a
+    study refused later for another reason leaves no folder behind."""
+    root = checkpoint_path(path)
+    if root.exists():
+        return checkpoint_root(root)  # probes with a file it removes at once
+    parent = root.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise _unwritable(root, f"{str(parent)!r} is not a folder")
+    import tempfile
+
+    try:  # a folder made and removed at once: permissions, read-only mounts, /proc...
+        os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".ablate-write-test-"))
+    except OSError as exc:
+        raise _unwritable(root, f"can't create folders in {str(parent)!r}: "
+                                f"{exc.strerror or exc}") from None
+    return root
+
+
+def _unwritable(root: Path, why: str) -> EnvironmentProblem:
+    return EnvironmentProblem(
+        f"checkpoint directory {str(root)!r} is not writable ({why}). Fix: pass "
+        f"--checkpoint-dir DIR (or set ABLATE_CHECKPOINT_DIR) to a writable folder."
+    )
 
 
 @contextmanager
