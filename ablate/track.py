@@ -774,7 +774,8 @@ def _complete_store(path: Path, uri: str) -> bool:
     if not path.exists() or path.stat().st_size == 0:
         return False
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        con = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=30)  # rw: a killed
+        # writer may have left a hot journal, which only a read-write connection rolls back
         try:
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master "
                                                 "WHERE type = 'table'")}

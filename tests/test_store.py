@@ -172,3 +172,23 @@ def test_store_deleted_mid_study_ends_it_with_the_store_lost_message(tmp_path, c
     assert code == 1, err
     assert "tracking store" in err and "failed" in err and "ablate run` again" in err
     assert "Traceback" not in err
+
+
+def test_a_store_left_with_a_hot_journal_by_a_killed_writer_is_recovered(study, tmp_path):
+    """A writer killed mid-transaction leaves a hot journal beside the database; opening the
+    store must roll it back (as sqlite does for a read-write connection), not refuse it."""
+    db = tmp_path / "m.db"
+    uri = f"sqlite:///{db}"
+    args = ["run", str(study), "--tracking-uri", uri, "--checkpoint-dir", str(tmp_path / "ck")]
+    assert main(args) == 0
+    killer = ("import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+              "c.execute('BEGIN IMMEDIATE'); c.execute('CREATE TABLE half_done (a)'); "
+              "c.execute('DELETE FROM metrics'); os.kill(os.getpid(), 9)")
+    subprocess.run([sys.executable, "-c", killer, str(db)])
+    assert Path(f"{db}-journal").exists()  # hot: the killed transaction is still in it
+    assert main(args) == 0  # nothing to train, and the store opens
+    assert len(trial_keys(uri)) == 4
+    con = sqlite3.connect(db)
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "half_done" not in tables and con.execute("SELECT count(*) FROM metrics").fetchone()[0]
+    con.close()
