@@ -182,8 +182,10 @@ def test_a_store_left_with_a_hot_journal_by_a_killed_writer_is_recovered(study, 
     args = ["run", str(study), "--tracking-uri", uri, "--checkpoint-dir", str(tmp_path / "ck")]
     assert main(args) == 0
     killer = ("import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
-              "c.execute('BEGIN IMMEDIATE'); c.execute('CREATE TABLE half_done (a)'); "
-              "c.execute('DELETE FROM metrics'); os.kill(os.getpid(), 9)")
+              "c.execute('PRAGMA cache_size=1'); c.execute('BEGIN IMMEDIATE'); "
+              "c.execute('CREATE TABLE half_done (a)'); "
+              "c.executemany('INSERT INTO half_done VALUES (?)', [('x' * 500,)] * 2000); "
+              "c.execute('DELETE FROM metrics'); os.kill(os.getpid(), 9)")  # pages spilled
     subprocess.run([sys.executable, "-c", killer, str(db)])
     assert Path(f"{db}-journal").exists()  # hot: the killed transaction is still in it
     assert main(args) == 0  # nothing to train, and the store opens
