@@ -360,7 +360,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             command=_reproduce(args),
             environment=_environment(results),
             notes=_notes(results, left_out),
-            mlflow={"tracking URI": tracker.uri, "experiment id": runs.experiment_id,
+            mlflow={"tracking URI": _shown_uri(tracker.uri), "experiment id": runs.experiment_id,
                     "study (parent) run id": runs.parent_run_id},
         )
         out = Path(args.out or Path("reports") / study.name)
@@ -389,6 +389,20 @@ def record_verdicts(tracker: Any, study: Study, runs: Any, results: Any, spec: A
     verdicts = {row.variant: str(row.verdict) for row in compare(results, spec).itertuples()}
     verdicts[study.baseline_variant.id] = "baseline"
     tracker.record_verdicts(study, runs, verdicts)
+
+
+def _shown_uri(uri: str) -> str:
+    """A sqlite store inside the current folder as a relative URI: a report names no path of the
+    machine that wrote it (a reader's clone has none of them)."""
+    from ablate.track import sqlite_path
+
+    path = sqlite_path(uri)
+    if path is None or not path.is_absolute():
+        return uri
+    try:
+        return f"sqlite:///{path.relative_to(Path.cwd())}"
+    except ValueError:
+        return uri
 
 
 def _no_runs(study: Study, uri: str, study_file: str, left_out: list[tuple[str, int]]) -> str:
