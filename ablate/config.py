@@ -1,26 +1,31 @@
-"""Typed settings: the built-in loop's ``train.*`` settings and checks of any setting's type.
+"""Settings: what a trial runs with, their types and checks, and the id of a resolved config.
 
 :class:`TrainConfig` is the one place the built-in training loop's settings are declared, with
 their types, defaults and meaning. A study's ``train.*`` values are checked against it, and its
 ``model.*``/``data.*`` values against the annotations (or defaults) of the model and data
 factories, when the study is defined: a typo'd choice (``train.optimizer="sgdd"``), a string
 where a flag is expected (``"no"`` is truthy) or a learning rate of -1 fails before training.
-Standard library only.
+:func:`factory_kwargs` is the one place a resolved config is cut into the keyword arguments of
+the model and data factories; :func:`canonical` is the one form a config is hashed in
+(:func:`variant_id`, :func:`plan_id`). Standard library only.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import inspect
+import json
 import math
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
-__all__ = ["TrainConfig", "parameter_types", "train_defaults", "train_problems",
-           "type_problem"]
+__all__ = ["DATA_DERIVED", "RUN_DEFAULTS", "TRAIN_DEFAULTS", "TRAIN_OPTIONAL", "TrainConfig",
+           "canonical", "factory_kwargs", "parameter_types", "plan_id", "signature_defaults",
+           "train_defaults", "train_problems", "type_problem", "variant_id"]
 
 Optimizer = Literal["sgd", "adam", "adamw"]
 Schedule = Literal["constant", "sgdr", "onecycle"]
@@ -32,7 +37,7 @@ class TrainConfig:
 
     Every field is part of every resolved config of a model/data study: it is logged as a param
     and changes the variant id. Adding a field here changes every id (add optional settings to
-    ``TRAIN_OPTIONAL`` in :mod:`ablate.study` instead).
+    :data:`TRAIN_OPTIONAL` instead).
     """
 
     epochs: int = 10  # epochs per trial (>= 1)
@@ -61,12 +66,30 @@ def train_defaults() -> dict[str, Any]:
     return {f"train.{f.name}": f.default for f in dataclasses.fields(TrainConfig)}
 
 
+# Settings of the built-in training loop, declared above: part of every resolved config of a
+# model/data study, so they are logged as params and change the variant id.
+TRAIN_DEFAULTS: dict[str, Any] = train_defaults()
+
+# Settings of every study, your own train=fn included: the executor applies them to each trial.
+RUN_DEFAULTS: dict[str, Any] = {"train.threads": TRAIN_DEFAULTS["train.threads"]}
+
+# Settings of the built-in loop that join the resolved config only when a study sets them, so
+# adding one never changes the ids of studies that don't use it.
+TRAIN_OPTIONAL: dict[str, Any] = {
+    "train.compile": False,  # torch.compile the model: True (inductor) or a backend name
+}
+
+# Model constructor arguments that the training loop fills from the data (``data.model_kwargs``)
+# when the config does not set them.
+DATA_DERIVED = ("num_classes", "in_channels", "image_size", "vocab_size", "in_features")
+
+
 _TRAIN_TYPES = typing.get_type_hints(TrainConfig)
 _POSITIVE = ("epochs", "lr", "cycle_len", "cycle_mult", "threads")
 _NON_NEGATIVE = ("weight_decay", "warmup_epochs")
 
 
-def train_problems(config: Mapping[str, Any], optional: Mapping[str, Any] = ()) -> list[str]:
+def train_problems(config: Mapping[str, Any], optional: Collection[str] = ()) -> list[str]:
     """What is wrong with the ``train.*`` values of a resolved config (empty if nothing)."""
     problems = []
     for key, value in config.items():
@@ -109,7 +132,7 @@ def parameter_types(fn: Callable[..., Any]) -> dict[str, tuple[Any, Any]]:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
         return {}
-    target = fn.__init__ if inspect.isclass(fn) else fn  # type: ignore[misc]
+    target = fn.__init__ if inspect.isclass(fn) else fn
     try:
         hints = typing.get_type_hints(target)
     except Exception:  # unresolvable forward references: fall back to the defaults
@@ -187,3 +210,66 @@ def _describe(tp: Any) -> str:
     if (origin or tp) in (tuple, list) or origin is not None:
         return "a tuple or list"
     return getattr(tp, "__name__", str(tp))
+
+
+# --------------------------------------------------------------------- namespaces and identity
+def factory_kwargs(config: Mapping[str, Any], ns: str) -> dict[str, Any]:
+    """The keyword arguments of the part ``ns`` (``"model"``, ``"data"``): its ``<ns>.*``
+    settings without the prefix, lists as tuples (a level written either way builds the same)."""
+    prefix = ns + "."
+    return {k[len(prefix):]: tuple(v) if isinstance(v, list) else v
+            for k, v in config.items() if k.startswith(prefix)}
+
+
+def plain_json(value: Any) -> str:
+    """``value`` as JSON; TypeError naming the type if it is not plain data."""
+    return json.dumps(value, default=_reject)
+
+
+def canonical(config: Mapping[str, Any]) -> str:
+    """The config as canonical JSON: sorted keys, tuples as lists."""
+    return json.dumps(config, sort_keys=True, separators=(",", ":"), default=_reject)
+
+
+def variant_id(config: Mapping[str, Any]) -> str:
+    """A stable 8-hex-digit id: the same config gives the same id in any process."""
+    return hashlib.sha256(canonical(config).encode()).hexdigest()[:8]
+
+
+def plan_id(variant_ids: Sequence[str], seeds: Sequence[int],
+            adaptive: tuple[int, int] | None = None) -> str:
+    """The plan's id: a hash of its trials (every variant id and seed, in order); an adaptive
+    plan also hashes its (min_seeds, max_seeds), ``seeds`` being its candidate seeds."""
+    plan: dict[str, Any] = {"variants": list(variant_ids), "seeds": list(seeds)}
+    if adaptive is not None:
+        plan["adaptive"] = list(adaptive)
+    return hashlib.sha256(canonical(plan).encode()).hexdigest()[:8]
+
+
+def _reject(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not plain data")
+
+
+def signature_defaults(
+    fn: Callable[..., Any] | None, ns: str, skip: Iterable[str] = ()
+) -> dict[str, Any]:
+    """``{"<ns>.<param>": default}`` for every keyword parameter of ``fn`` with a plain-data
+    default (numbers, strings, bools, None, tuples...): part of what a variant trains with.
+    Defaults that are code (a class, a function) are covered by the code fingerprint."""
+    if fn is None:
+        return {}
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    out = {}
+    for p in params:
+        if p.default is p.empty or p.name in skip or p.kind not in (
+                p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            continue
+        try:
+            canonical(p.default)
+        except (TypeError, ValueError):
+            continue
+        out[f"{ns}.{p.name}"] = p.default
+    return out

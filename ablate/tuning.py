@@ -1,0 +1,97 @@
+"""Tuning: a study's per-variant search settings, checked, and their part of each variant id.
+
+The search itself (Optuna) is :mod:`ablate.train.tune`; the executor runs it. Standard library
+only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ablate.validate import StudyError, check_key, check_plain, check_space
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Per-variant tuning: each variant first gets its own Optuna (TPE) search with the same
+    budget, and its seeds then train with the best values found (a fair comparison).
+
+    Args:
+        space: dotted key -> ``("log"|"float"|"int", low, high)`` or a list of choices; empty:
+            no tuning.
+        trials: tuning trials per variant.
+        epochs: ``train.epochs`` of each tuning trial (built-in loop only); None: the study's.
+        config: other settings of the tuning trials, over the variant's config.
+        seed: the seed every tuning trial trains with; the sampler is seeded with it plus the
+            number of finished tuning trials.
+    """
+
+    space: Mapping[str, Any] = field(default_factory=dict)
+    trials: int = 20
+    epochs: int | None = None
+    config: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What each tuning trial sets over the variant's config: :attr:`config`, and
+        ``train.epochs`` where :attr:`epochs` is given."""
+        if self.epochs is None:
+            return dict(self.config)
+        return {**self.config, "train.epochs": self.epochs}
+
+    def identity(self) -> dict[str, Any]:
+        """What each variant id also hashes when variants are tuned (nothing when not)."""
+        if not self.space:
+            return {}
+        return {"ablate.tune": {"space": self.space, "trials": self.trials,
+                                "config": self.settings, "seed": self.seed}}
+
+
+def tuning_of(tuning: Tuning | None, **flat: Any) -> Tuning:
+    """``tuning=``, or the flat ``tune*=`` arguments as a :class:`Tuning` (its mappings dicts)."""
+    given = [k for k, v in flat.items() if v is not None]
+    if tuning is None:
+        tuning = Tuning(**{k: flat[k] for k in given})
+    elif not isinstance(tuning, Tuning):
+        raise StudyError(f"tuning={tuning!r} is not a Tuning. Fix: tuning=Tuning(space="
+                         f"{{'train.lr': ('log', 1e-4, 1e-1)}}, trials=20).")
+    elif given:
+        flat_name = "tune" if given[0] == "space" else f"tune_{given[0]}"
+        raise StudyError(f"{flat_name}= and tuning= are both given. Fix: pass the tuning "
+                         f"settings once, in tuning=Tuning(...).")
+    return replace(tuning, space=dict(tuning.space or {}), config=dict(tuning.config or {}))
+
+
+def check_tuning(tuning: Tuning, dotted: bool, factors: Mapping[str, Any]) -> None:
+    """``tuning``'s space, budget, seed, epochs and settings (the keys of the built-in loop
+    are checked against the parts that receive them by the study, :func:`ablate.resolve
+    .check_keys`)."""
+    if not tuning.space:
+        if tuning.epochs is not None or tuning.config:
+            raise StudyError("tune_epochs/tune_config are set but tune= is empty. Fix: add "
+                             "tune={'train.lr': ('log', 1e-4, 1e-1)} or remove them.")
+        return
+    if isinstance(tuning.trials, bool) or not isinstance(tuning.trials, int) or tuning.trials < 1:
+        raise StudyError(f"tune_trials={tuning.trials!r}: give a positive number of "
+                         f"tuning trials per variant, e.g. tune_trials=20.")
+    if isinstance(tuning.seed, bool) or not isinstance(tuning.seed, int) or tuning.seed < 0:
+        raise StudyError(f"tune_seed={tuning.seed!r} is not a non-negative integer.")
+    if tuning.epochs is not None:
+        if not dotted:
+            raise StudyError("tune_epochs sets train.epochs of the built-in loop. Fix: with "
+                             "train=fn pass tune_config={'<your epochs key>': N}.")
+        if isinstance(tuning.epochs, bool) or not isinstance(tuning.epochs, int) \
+                or tuning.epochs < 1:
+            raise StudyError(f"tune_epochs={tuning.epochs!r} is not a positive integer.")
+    for key, value in tuning.settings.items():
+        check_key(key, "tune_config", dotted)
+        check_plain(value, f"tune_config[{key!r}]")
+    for key, space in tuning.space.items():
+        check_key(key, "tune", dotted)
+        if key in factors:
+            raise StudyError(f"tune key {key!r} is also a factor. Fix: tune a setting the "
+                             f"factors don't vary (e.g. train.lr), or drop the factor.")
+        check_space(key, space)
