@@ -149,6 +149,8 @@ def _one_at_a_time(results: pd.DataFrame, cells: pd.DataFrame, names: dict,
                    spec: ReportSpec) -> list[Contrast]:
     """Each variant vs the baseline, then pairs of levels of a factor changed alone."""
     base = baseline_variant(results)
+    if base is None:  # effects() returns early when the results have no baseline
+        raise ValueError("one-at-a-time contrasts need a baseline variant in the results")
     label = labels(results)
     out = [Contrast("variant", label[v], ({v: 1.0, base: -1.0},), variant=v)
            for v in variant_order(results)[1:]]

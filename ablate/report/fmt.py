@@ -22,13 +22,13 @@ def escape(value: object) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+!|~])", r"\\\1", text)
 
 
-def _missing(x: object) -> bool:
+def _missing(x: float | None) -> bool:
     return x is None or not np.isfinite(x)
 
 
-def format_number(x: float, signed: bool = False) -> str:
+def format_number(x: float | None, signed: bool = False) -> str:
     """3 significant digits; thousands without exponent; ``—`` if missing."""
-    if _missing(x):
+    if x is None or _missing(x):
         return DASH
     if abs(x) >= 1000:
         return f"{x:+,.0f}" if signed else f"{x:,.0f}"

@@ -213,8 +213,8 @@ def _instability(c: Contrast, status: np.ndarray, column: dict[str, int]) -> dic
             if lost.any():
                 kinds = [k for k in LOST if (side[lost] == k).any()]
                 notes.append(f"{name}{lost.sum()}/{reference.sum()} {' or '.join(kinds)}")
-    kinds = set(plus.ravel()) if c.kind != "interaction" else set()
-    all_lost = f"all {kinds.pop()}" if len(kinds) == 1 and kinds <= set(LOST) else ""
+    ends: set[str] = set(plus.ravel()) if c.kind != "interaction" else set()
+    all_lost = f"all {ends.pop()}" if len(ends) == 1 and ends <= set(LOST) else ""
     return {"unstable": "; ".join(notes), "all_lost": all_lost}
 
 
@@ -234,9 +234,10 @@ def decide(
     n = frame["n_pairs"].to_numpy(int)
     columns = intervals(frame["diff"].to_numpy(float), frame["se"].to_numpy(float), n,
                         frame["p"].to_numpy(float), alpha, min_effect=min_effect, looks=looks)
-    judged = [judge(*row, mode, min_effect) for row in zip(
-        frame["kind"], frame["all_lost"], frame["unstable"], n, columns["ci_low"],
-        columns["ci_high"], frame["diff"])]
+    rows = zip(frame["kind"], frame["all_lost"], frame["unstable"], n, columns["ci_low"],
+               columns["ci_high"], frame["diff"])
+    # mypy types a zip of 7 iterables as tuple[Any, ...], then rejects *row (false positive)
+    judged = [judge(*row, mode, min_effect) for row in rows]  # type: ignore[call-arg]
     return frame.assign(**columns, verdict=[v for v, _ in judged],
                         outcome=[o for _, o in judged])
 

@@ -203,7 +203,7 @@ def seed_plot(results: pd.DataFrame, spec: ReportSpec, path: str | Path) -> Path
 def _factor_spread(data: pd.DataFrame, factors: list[str]) -> list[str]:
     """Factors by the spread of their level means, largest first."""
     spread = {f: np.ptp(data.groupby(f)["final"].mean()) for f in factors}
-    return sorted(factors, key=spread.get, reverse=True)
+    return sorted(factors, key=spread.__getitem__, reverse=True)
 
 
 def interaction_plot(results: pd.DataFrame, spec: ReportSpec, path: str | Path) -> Path | None:

@@ -205,11 +205,11 @@ def importance(results: pd.DataFrame, spec: ReportSpec) -> pd.Series:
     if len(factors) < 2:
         return pd.Series(dtype=float, name="importance")
     import optuna
-    from optuna.distributions import CategoricalDistribution
+    from optuna.distributions import BaseDistribution, CategoricalDistribution
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 
     data = usable(results)
-    dists = {
+    dists: dict[str, BaseDistribution] = {
         f: CategoricalDistribution(
             list(dict.fromkeys([*map(str, spec.factors[f]), *data[f].astype(str)]))
         )

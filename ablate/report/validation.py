@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from itertools import product
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,8 @@ from ablate.report.stats import compare
 
 
 def simulate(
-    effects: dict[str, float], n_seeds: int, rng: np.random.Generator, mode: str = "max"
+    effects: dict[str, float], n_seeds: int, rng: np.random.Generator,
+    mode: Literal["max", "min"] = "max",
 ) -> tuple[pd.DataFrame, ReportSpec]:
     """Results and spec of a one-factor one-at-a-time study; the first variant is the baseline."""
     seed_noise = rng.normal(0.0, np.sqrt(0.5), n_seeds)

@@ -1,0 +1,208 @@
+"""What ``ablate report`` reads from the tracking store (and the verdicts it writes back).
+
+Everything comes from the store: results, histories, the environment and code each trial
+recorded, the generated text of language models and the class activation maps the training
+loop attached to each trial when it ended. Nothing here trains, rebuilds a model or loads data
+(``ablate.train`` and ``ablate.data`` are never imported).
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ablate.report.spec import ReportSpec, spec_from_study
+
+CAMS = "cams.npz"  # the artifact ablate.train.artifacts attaches to each trial
+
+
+class NothingToReport(Exception):
+    """The store has no run of this plan (the message says which plans it has)."""
+
+
+@dataclass
+class Collected:
+    """What a report is written from: :func:`ablate.report.write_report`'s inputs, plus the
+    study's parent run (``runs``) that the report is attached to."""
+
+    results: pd.DataFrame
+    history: pd.DataFrame
+    spec: ReportSpec
+    runs: Any
+    samples: dict[str, str] | None
+    cams: Path | None
+    cams_missing: list[str] | None
+    tuning: pd.DataFrame | None
+
+
+def collect(study: Any, tracker: Any, *, command: str, study_file: str,
+            folder: Path) -> Collected:
+    """Read the report's inputs for ``study``'s current plan; the CAM figure is drawn into
+    ``folder``. A plan whose every trial was trained under other plans gets its own parent run.
+
+    Raises:
+        NothingToReport: no run of this plan is in the store.
+    """
+    results = tracker.results(study)  # exactly the trials of this plan
+    left_out = tracker.left_out(study)
+    if results.empty:
+        raise NothingToReport(_no_runs(study, tracker.uri, study_file, left_out))
+    runs = tracker.find_study(study)
+    if runs is None:  # every trial was trained under other plans: give this one its run
+        runs = tracker.setup_study(study)
+        tracker.finish_study(runs, study, interrupted=False)
+    history = tracker.history(study)
+    samples = _samples(study, tracker, results)
+    spec = spec_from_study(
+        study,
+        command=command,
+        environment=environment(results),
+        notes=_notes(results, left_out),
+        mlflow={"tracking URI": _shown_uri(tracker.uri), "experiment id": runs.experiment_id,
+                "study (parent) run id": runs.parent_run_id},
+    )
+    cams, cams_missing = _cams(study, tracker, results, history, folder)
+    tuning = tracker.tuning(study) if study.tune else None
+    return Collected(results, history, spec, runs, samples, cams, cams_missing, tuning)
+
+
+def record_verdicts(tracker: Any, study: Any, runs: Any, results: Any, spec: Any) -> None:
+    """The report's verdict for each variant (its comparison with the baseline, as the
+    report's variant table gives it) onto the variant's row in MLflow (tag ablate.verdict)."""
+    from ablate.report.stats import compare
+
+    verdicts = {row.variant: str(row.verdict) for row in compare(results, spec).itertuples()}
+    verdicts[study.baseline_variant.id] = "baseline"
+    tracker.record_verdicts(study, runs, verdicts)
+
+
+def reproduce(args: Any) -> str:
+    """The ``ablate run`` and ``ablate report`` command lines of the parsed ``args``."""
+    extra = "".join(f" --study {args.study}" for _ in [0] if args.study)
+    extra += "".join(f" --set {shlex.quote(o)}" for o in args.overrides)
+    extra += f" --seeds {args.seeds}" if args.seeds else ""
+    extra += f" --min-effect {args.min_effect:g}" if args.min_effect is not None else ""
+    extra += f" --tune-trials {args.tune_trials}" if args.tune_trials else ""
+    uri = f" --tracking-uri {shlex.quote(args.tracking_uri)}" if args.tracking_uri else ""
+    return (f"ablate run {args.study_file}{extra}{uri}\n"
+            f"ablate report {args.study_file}{extra}{uri}")
+
+
+def _cams(study: Any, tracker: Any, results: Any, history: Any,
+          folder: Path) -> tuple[Path | None, list[str] | None]:
+    """The CAM figure from the ``cams.npz`` of one finished seed per variant (studies with
+    ``train.keep_weights``); without it, the variants whose trials recorded none."""
+    if not study.uses_builtin_loop or not study.variants[0].config.get("train.keep_weights"):
+        return None, None
+    from ablate.report.cams import (
+        NO_WEIGHTS,
+        NOT_RECORDED,
+        cam_figure,
+        not_applicable,
+        not_recorded,
+        read_record,
+    )
+
+    base = _data_settings(study.baseline_variant.config)
+    rows: list[tuple[str, Any]] = []
+    for v in study.variants:
+        done = results[(results["variant"] == v.id) & (results["status"] == "finished")]
+        run_id = done.sort_values("seed").iloc[0]["run_id"] if len(done) else None
+        if run_id is None or _data_settings(v.config) != base:  # other data: other images
+            rows.append((v.label, NO_WEIGHTS))
+            continue
+        file = tracker.download(run_id, CAMS, folder / v.id)
+        if file is not None:
+            rows.append((v.label, read_record(file)))
+        else:
+            rows.append((v.label, NOT_RECORDED if v.config.get("train.keep_weights")
+                         else NO_WEIGHTS))
+    if not_applicable(rows):  # not image classification: no CAMs to show
+        return None, None
+    recorded = any(not isinstance(r, str) for _, r in rows)
+    if not recorded and "val_acc" not in set(history["key"]):
+        return None, None  # an old store whose loop logged no accuracy: not classification
+    missing = not_recorded(rows)
+    path = cam_figure(rows, folder / "cams.png")
+    return path, (missing or None) if path is None else None
+
+
+def _data_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The ``data.*`` settings of a config (lists as tuples, as the data factory gets them)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()
+            if k.startswith("data.")}
+
+
+def _samples(study: Any, tracker: Any, results: Any) -> dict[str, str] | None:
+    """The last generated text of each variant's first finished seed (language models)."""
+    samples = {}
+    for v in study.variants:
+        rows = results[(results["variant"] == v.id) & (results["status"] != "failed")]
+        if len(rows):
+            text = tracker.last_text(rows.iloc[0]["run_id"], "samples")
+            if text is not None:
+                samples[v.label] = text
+    return samples or None
+
+
+def _notes(results: Any, left_out: list[tuple[str, int]]) -> list[str]:
+    """One line each on what the report left out and on trials trained differently."""
+    notes = []
+    if left_out:
+        n = sum(count for _, count in left_out)
+        groups = "; ".join(f"{what} ({count})" for what, count in left_out[:4])
+        notes.append(f"This report covers the {len(results)} trials of this plan only. Left out: "
+                     f"{n} trial run{'s' * (n != 1)} of other plans of this study, which differ "
+                     f"in: {groups}{'; ...' if len(left_out) > 4 else ''}.")
+    differs = [k for k, v in environment(results).items() if v.startswith("DIFFERS")]
+    if differs:
+        notes.append(f"Warning: these trials were trained in different environments or code "
+                     f"(different {', '.join(differs)}: see Environment), so a difference "
+                     f"between variants may come from there.")
+    return notes
+
+
+def environment(results: Any) -> dict[str, str]:
+    """What the trials were trained with, from their own records (``ablate.env.*`` tags): one
+    value per key, or every value with its trial count where the trials differ."""
+    env = {}
+    for column in [c for c in results.columns if c.startswith("env.")] + ["code"]:
+        values = results[column].fillna("").astype(str)
+        values = values[values != ""]
+        if values.empty:
+            continue
+        counts = values.value_counts()
+        name = "code fingerprint" if column == "code" else column[len("env."):].replace("_", " ")
+        env[name] = (counts.index[0] if len(counts) == 1 else
+                     "DIFFERS: " + ", ".join(f"{v} ({n} trial{'s' * (n != 1)})"
+                                             for v, n in counts.items()))
+    return env
+
+
+def _shown_uri(uri: str) -> str:
+    """A sqlite store inside the current folder as a relative URI: a report names no path of the
+    machine that wrote it (a reader's clone has none of them)."""
+    from ablate.track import sqlite_path
+
+    path = sqlite_path(uri)
+    if path is None or not path.is_absolute():
+        return uri
+    try:
+        return f"sqlite:///{path.relative_to(Path.cwd())}"
+    except ValueError:
+        return uri
+
+
+def _no_runs(study: Any, uri: str, study_file: str, left_out: list[tuple[str, int]]) -> str:
+    """Why ``ablate report`` has nothing to report, naming the settings that do have runs."""
+    if not left_out:
+        return (f"study {study.name!r} has no runs in {uri} yet. Fix: run `ablate run "
+                f"{study_file}` first (with the same --tracking-uri).")
+    groups = "; ".join(f"{what} ({n} run{'s' * (n != 1)})" for what, n in left_out[:5])
+    return (f"no run of study {study.name!r} in {uri} matches this plan (its settings, factors "
+            f"and seeds). Runs exist that differ in: {groups}. Fix: pass the same --set/--seeds "
+            f"as the `ablate run` that trained them, or run this plan first.")

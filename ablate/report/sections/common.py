@@ -1,0 +1,61 @@
+"""Markdown pieces the report's sections share: tables, code fences and the effect-table cells."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from ablate.report.fmt import escape, format_number, format_p, plus_minus
+from ablate.report.spec import ReportSpec
+
+DECIDED = ("helps", "hurts", "interaction found", "negligible")
+
+
+def md_table(header: list[str], rows: list[list[str]], numeric: tuple[int, ...] = ()) -> str:
+    """A GitHub markdown table of already-escaped cells (pandas' ``to_markdown``)."""
+    align = ["right" if i in numeric else "left" for i in range(len(header))]
+    frame = pd.DataFrame(rows, columns=header, dtype=str)
+    return frame.to_markdown(index=False, tablefmt="pipe", colalign=align, disable_numparse=True)
+
+
+def fence(text: str, info: str = "") -> str:
+    """A fenced code block whose fence is longer than any backtick run inside ``text``."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    marks = "`" * max(3, longest + 1)
+    return f"{marks}{info}\n{text.rstrip()}\n{marks}"
+
+
+def seeds_cell(row: pd.Series) -> str:
+    """``2/3 (1 diverged)``: seeds a contrast used, why it lost the others, and on how many a
+    factorial average had to leave out a lost cell (``partial``)."""
+    lost = [f"{row[f'lost_{s}']} {s}" for s in ("diverged", "failed", "missing")
+            if row[f"lost_{s}"]]
+    if row.get("n_partial", 0):
+        lost.append(f"{row['n_partial']} partial")
+    return f"{row['n_pairs']}/{row['n_seeds']}" + (f" ({', '.join(lost)})" if lost else "")
+
+
+def verdict_cell(row: pd.Series) -> str:
+    text = escape(row["verdict"])
+    return f"**{text}**" if row["outcome"] in (*DECIDED, "unstable") else text
+
+
+def p_header(spec: ReportSpec) -> str:
+    """Holm's adjusted p, or the step-down's when it also weighs equivalence or looks."""
+    return "p (Holm)" if spec.min_effect is None and spec.adaptive is None else "p (adj.)"
+
+
+def effects_table(rows: pd.DataFrame, spec: ReportSpec, first: str) -> str:
+    header = [first, f"Δ {escape(spec.metric)} ± CI", p_header(spec), "Verdict", "Seeds"]
+    body = [
+        [escape(r["term"]), plus_minus(r["diff"], r["ci_low"], r["ci_high"], signed=True),
+         format_p(r["p_holm"]), verdict_cell(r), seeds_cell(r)]
+        for _, r in rows.iterrows()
+    ]
+    return md_table(header, body, numeric=(1, 2))
+
+
+def band(spec: ReportSpec) -> str:
+    """``0.01 val_acc``: the smallest effect of interest with its unit."""
+    return f"{format_number(spec.min_effect)} {escape(spec.metric)}"

@@ -1,0 +1,222 @@
+"""The report's first screen: findings in sentences, the table of the design's effects, the
+forest plot's caption, fractional aliasing and, for adaptive studies, each variant's seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ablate.report.effects import FACTORIAL
+from ablate.report.fmt import escape, format_number, interval, p_phrase, plural, plus_minus
+from ablate.report.sections.common import band, effects_table, md_table
+from ablate.report.sequential import MAX_SEEDS
+from ablate.report.spec import ALPHA, ReportSpec
+from ablate.study import short_names
+
+KIND_ORDER = ("helps", "hurts", "interaction found", "negligible", "unstable", "no clear effect",
+              "undecided", "not enough data", "all diverged", "all failed")
+
+
+MAX_NAMED = 8
+
+
+def conclusion(family: pd.DataFrame, comparison: pd.DataFrame, spec: ReportSpec,
+                forest: Path | None) -> list[str]:
+    lines = ["## Conclusion", ""]
+    if family.empty:
+        return lines + ["Only one variant ran, so there is nothing to compare against the "
+                        "baseline.", ""]
+    lines += _findings(family, comparison, spec) + [""]
+    shown = first_table_rows(family)
+    first = "Effect" if spec.design in FACTORIAL else "Change"
+    lines += [effects_table(shown, spec, first), ""]
+    lines.append(
+        "Δ: the change's effect on the metric, paired by seed"
+        + (", averaged over the other factors; an interaction is a difference of differences"
+           if spec.design in FACTORIAL else "")
+        + f". ± CI: the {'Holm' if spec.min_effect is None else 'step-down'}-adjusted "
+        + ("repeated (group-sequential) " if spec.adaptive is not None else "")
+        + "interval that decides the verdict (it excludes 0 exactly when the verdict is helps, "
+        "hurts or interaction found"
+        + (f"; it lies inside ±{band(spec)} exactly when it is negligible, which comes first"
+           if spec.min_effect is not None else "")
+        + "; see Methods). Seeds: seeds where both sides finished, of the "
+        + ("seeds scheduled for both" if spec.adaptive is not None else "study's")
+        + ("; partial: seeds where a cell of the average was lost (it is averaged over the "
+           "cells that finished there; which cells were lost is under Unstable)."
+           if (family.get("n_partial", pd.Series(dtype=int)) > 0).any() else ".")
+    )
+    lines += ["", *_aliasing(spec)]
+    if forest is not None:
+        caption = "The table's effects with the same intervals, coloured by verdict" + (
+            f"; the shaded band is ±{band(spec)}, the smallest effect that matters."
+            if spec.min_effect is not None else ".")
+        lines += [f"![{caption}]({forest.name})", "", f"*{caption}*", ""]
+    return lines + _seeds_section(comparison, spec)
+
+
+def display_order(family: pd.DataFrame) -> pd.DataFrame:
+    """Main effects grouped by factor (largest effect first), then interactions by size, then
+    simple effects; other designs keep the study's order."""
+    if family.empty or not family["kind"].isin(["main", "interaction"]).any():
+        return family
+    family = family.assign(_size=family["diff"].abs().fillna(-1))
+    family["_factor"] = family.groupby("factor")["_size"].transform("max")
+    main = family[family["kind"] == "main"].sort_values(["_factor", "factor", "_size"],
+                                                        ascending=False)
+    inter = family[family["kind"] == "interaction"].sort_values("_size", ascending=False)
+    simple = family[family["kind"] == "simple"]
+    return pd.concat([main, inter, simple]).drop(columns=["_factor", "_size"])
+
+
+def first_table_rows(family: pd.DataFrame) -> pd.DataFrame:
+    """The first table shows every test but the simple effects (they get their own)."""
+    return family[family["kind"] != "simple"] if len(family) else family
+
+
+def _phrase(row: pd.Series, metric: str) -> str:
+    """``term (val_acc +0.08 ± 0.06, p = 0.010)`` for running text; an interaction says what
+    its difference of differences is."""
+    g = f", g_z = {format_number(row['hedges_g'])}" if np.isfinite(row["hedges_g"]) else ""
+    estimate = plus_minus(row["diff"], row["ci_low"], row["ci_high"], signed=True)
+    if row["kind"] == "interaction":
+        return (f"{escape(row['term'])} ({metric} {estimate}, {p_phrase(row['p_holm'])}: "
+                f"{escape(row['meaning'])})")
+    return f"{escape(row['term'])} ({metric} {estimate}{g}, {p_phrase(row['p_holm'])})"
+
+
+def _named(items: list[str]) -> str:
+    more = len(items) - MAX_NAMED
+    return "; ".join(items[:MAX_NAMED]) + (f"; and {more} more in the tables below" if more > 0
+                                            else "")
+
+
+def _by_size(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows.iloc[np.argsort(-rows["diff"].abs().fillna(-1).to_numpy(), kind="stable")]
+
+
+def _unstable_phrase(row: pd.Series) -> str:
+    label = escape(row["label"])
+    if row["outcome"] == "all diverged":
+        return f"{label} (diverged on every seed)"
+    if row["outcome"] == "all failed":
+        return f"{label} (failed on every seed)"
+    return f"{label} ({escape(row['unstable'])})"
+
+
+def _findings(family: pd.DataFrame, comparison: pd.DataFrame, spec: ReportSpec) -> list[str]:
+    """The opening sentences, each group ordered by effect size."""
+    metric = escape(spec.metric)
+    lines = []
+    for outcome, title in (("helps", "Helps"), ("hurts", "Hurts"),
+                           ("interaction found", "Interactions")):
+        rows = _by_size(family[family["outcome"] == outcome])
+        if len(rows):
+            items = [_phrase(r, metric) for _, r in rows.iterrows()]
+            lines.append(f"- **{title}:** {_named(items)}.")
+    lost = comparison[comparison["outcome"].isin(["unstable", "all diverged", "all failed"])]
+    if len(lost):
+        items = [_unstable_phrase(r) for _, r in lost.iterrows()]
+        lines.append("- **Unstable** (k/n: lost to divergence or failure on k of the n seeds "
+                     f"where the baseline finished): {_named(items)}.")
+    negligible = _by_size(family[family["outcome"] == "negligible"])
+    if len(negligible):
+        items = [f"{escape(r['term'])} ({interval(r['ci_low'], r['ci_high'])})"
+                 for _, r in negligible.iterrows()]
+        lines.append(f"- **Negligible** (the whole interval lies inside ±{band(spec)}, the "
+                     f"smallest effect that matters: these do not matter): {_named(items)}.")
+    unclear = _by_size(family[family["outcome"].isin(["no clear effect", "undecided"])
+                              & (family["kind"] != "simple")])
+    if len(unclear):
+        items = [f"{escape(r['term'])} ({interval(r['ci_low'], r['ci_high'])})"
+                 for _, r in unclear.iterrows()]
+        seeds = int(family["n_pairs"].max())
+        hint = (f" With {plural(seeds, 'paired seed')} each test has {seeds - 1} degrees of "
+                "freedom, so intervals are wide; more seeds narrow them fast."
+                if 2 <= seeds < 5 else "")
+        if spec.min_effect is None:
+            lines.append("- **Cannot tell** (no clear effect: the data fit every effect in the "
+                         f"interval, 0 included): {_named(items)}.{hint} No clear effect is "
+                         "not evidence of no effect: an interval that includes 0 also includes "
+                         "effects as large as its bounds. To find out which changes do not "
+                         "matter, set min_effect (the smallest effect that matters).")
+        else:
+            lines.append(f"- **Undecided** (the interval includes 0 and crosses ±{band(spec)}: "
+                         "the data fit both no effect and one that matters): "
+                         f"{_named(items)}.{hint}")
+    few = family[family["outcome"] == "not enough data"]
+    if len(few):
+        lines.append("- **Not enough data** (fewer than 2 seeds where both sides finished): "
+                     f"{_named([escape(t) for t in few['term']])}.")
+    if spec.adaptive is not None:
+        lines.append(f"- {_saving_line(spec)}")
+    lines.append(f"- {_count_line(family, spec)}")
+    return lines
+
+
+COUNT_WORDS = {"helps": ("helps", "help"), "hurts": ("hurts", "hurt"),
+               "no clear effect": ("with no clear effect",) * 2,
+               "not enough data": ("with not enough data",) * 2}
+
+
+def _count_line(family: pd.DataFrame, spec: ReportSpec) -> str:
+    """``Of 16 tests: 1 helps, 3 hurt, 1 unstable, 11 with no clear effect (...)``."""
+    counts = family["outcome"].value_counts()
+    parts = [f"{n} {COUNT_WORDS.get(kind, (kind, kind))[n != 1]}"
+             for kind in KIND_ORDER if (n := int(counts.get(kind, 0)))]
+    how = "Holm-adjusted" if spec.min_effect is None else "step-down adjusted (Holm–Shaffer)"
+    looks = ", at group-sequential boundaries" if spec.adaptive is not None else ""
+    return (f"Of {plural(len(family), 'test')}: {', '.join(parts)} (paired over seeds, "
+            f"{how} across all {len(family)}{looks}, α = {ALPHA}).")
+
+
+def _saving_line(spec: ReportSpec) -> str:
+    """``Seeds (adaptive, 3 to 12 per variant): 60 of 192 trials, 132 (69%) saved ...``."""
+    if spec.adaptive is None:  # the caller writes this line for adaptive studies only
+        raise ValueError("the seeds saving line needs an adaptive study (spec.adaptive)")
+    low, high = spec.adaptive
+    full = spec.n_variants * high
+    used = spec.n_planned
+    return (f"**Seeds** (adaptive, {low} to {high} per variant, until each comparison is "
+            f"decided): {used} of the {full} trials of giving every variant {high} seeds, "
+            f"{full - used} ({(full - used) / full:.0%}) saved; each variant's seeds and why it "
+            "stopped are under Seeds per variant.")
+
+
+def _seeds_section(comparison: pd.DataFrame, spec: ReportSpec) -> list[str]:
+    """Adaptive studies: each variant's seeds and why it stopped there."""
+    if spec.adaptive is None or comparison.empty:
+        return []
+    low, high = spec.adaptive
+    rows = []
+    for _, c in comparison.iterrows():
+        n = spec.seeds_of(c["variant"])
+        stop = spec.stops.get(c["variant"])
+        why = ("still running" if stop is None else
+               f"{MAX_SEEDS} ({high}), still {escape(c['outcome'])}" if stop == MAX_SEEDS
+               else f"decided at {n} seeds: {escape(stop)}")
+        rows.append([escape(c["label"]), str(n), why])
+    base = max(spec.seed_counts.values(), default=low)
+    return ["### Seeds per variant", "",
+            f"Every variant started with {plural(low, 'seed')}; after each round a variant "
+            f"whose comparison with the baseline was decided stopped, the others got the next "
+            f"seed, up to {high}. The baseline ran every seed a variant ran ({base}).", "",
+            md_table(["Variant", "Seeds", "Stopped because"], rows, (1,)), ""]
+
+
+def _aliasing(spec: ReportSpec) -> list[str]:
+    """Fractional designs: which two-factor interactions each main effect is confounded with."""
+    if spec.design != "fractional" or not spec.aliases:
+        return []
+    names = short_names(spec.factors)
+
+    def term(name: str) -> str:
+        return " × ".join(escape(names.get(part, part)) for part in name.split(":"))
+
+    items = [f"{term(main)} with {', '.join(term(t) for t in aliased)}"
+             for main, aliased in spec.aliases.items() if main in spec.factors]
+    return ["Fractional design: each main effect is confounded (aliased) with the two-factor "
+            f"interactions listed, so an apparent main effect may be one of them: "
+            f"{'; '.join(items)}.", ""]

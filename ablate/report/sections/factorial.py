@@ -1,0 +1,101 @@
+"""The report's factorial analysis: simple effects, cells at a trivial value and every variant
+against the baseline."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ablate.report.effects import FACTORIAL, dominant_factor, trivial_cells, without_trivial
+from ablate.report.fmt import DASH, escape, format_number, format_p, plural, plus_minus
+from ablate.report.sections.common import (
+    effects_table,
+    md_table,
+    p_header,
+    seeds_cell,
+    verdict_cell,
+)
+from ablate.report.spec import ReportSpec
+from ablate.report.stats import summarize
+from ablate.study import short_names
+
+
+def factorial_details(results, family, comparison, spec) -> list[str]:
+    if spec.design not in FACTORIAL or family.empty:
+        return []
+    lines = ["## Factorial analysis", ""]
+    simple = family[family["kind"] == "simple"]
+    dominant = dominant_factor(family)
+    if len(simple) and dominant is not None:
+        name = escape(short_names(spec.factors)[dominant])
+        lines += [
+            f"### Simple effects within each level of {name}",
+            "",
+            f"{name} has the largest main effect; each other factor's effect within each of its "
+            "levels (same Holm family as the table above):",
+            "",
+            effects_table(simple, spec, "Effect"),
+            "",
+        ]
+    lines += _trivial_section(results, spec)
+    lines += [
+        "### Every variant against the baseline",
+        "",
+        f"Each cell against the baseline, paired by seed; these {len(comparison)} comparisons "
+        "are a Holm family of their own.",
+        "",
+        _variant_table(comparison, summarize(results, spec), spec),
+        "",
+    ]
+    return lines
+
+
+def _trivial_section(results: pd.DataFrame, spec: ReportSpec) -> list[str]:
+    trivial = trivial_cells(results, spec)
+    if trivial is None:
+        return []
+    labels = dict(zip(results["variant"], results["label"]))
+    names = ", ".join(escape(labels[v]) for v in trivial["variants"])
+    partly = "; ".join(f"{escape(labels[v])} ({k} of {plural(n, 'seed')})"
+                       for v, (k, n) in trivial["partly"].items())
+    table = without_trivial(results, spec, trivial["variants"])
+    rows = [[escape(r["term"]), format_number(r["all"], signed=True),
+             format_number(r["trained"], signed=True), f"{r['kept']}/{r['pairs']}"]
+            for _, r in table.iterrows()]
+    return [
+        "### Cells at a trivial value",
+        "",
+        f"{plural(len(trivial['variants']), 'variant')} sit {escape(trivial['rule'])}, "
+        f"{escape(spec.metric)} ≈ {format_number(trivial['value'])}, on every seed: {names}."
+        + (f" Some seeds of others do too: {partly}." if partly else "")
+        + " A main effect averages over every cell, these included, so a factor that pushes "
+        "some cells there shows a large average effect even where it changes little among the "
+        "cells that trained, and the other factors' effects are diluted; the interactions and "
+        "simple effects show where. The same main effects over the matched pairs of cells "
+        "where neither is at the trivial value (mean over seeds; descriptive, not tested):",
+        "",
+        md_table(["Effect", "Δ all cells", "Δ trained cells", "Pairs kept"], rows, (1, 2, 3)),
+        "",
+    ]
+
+
+def _variant_table(comparison: pd.DataFrame, summary: pd.DataFrame, spec: ReportSpec) -> str:
+    comp = comparison.set_index("variant")
+    rows = []
+    for _, s in summary.iterrows():
+        mean = plus_minus(s["mean"], s["ci_low"], s["ci_high"])
+        if s["variant"] not in comp.index:
+            rows.append([escape(s["label"]), mean, DASH, DASH, "baseline", _trials(s, spec)])
+            continue
+        c = comp.loc[s["variant"]]
+        rows.append([escape(s["label"]), mean,
+                     plus_minus(c["diff"], c["ci_low"], c["ci_high"], signed=True),
+                     format_p(c["p_holm"]), verdict_cell(c), seeds_cell(c)])
+    header = ["Variant", f"{escape(spec.metric)} (mean ± 95% CI)", "Δ ± CI", p_header(spec),
+              "Verdict", "Seeds"]
+    return md_table(header, rows, numeric=(1, 2, 3))
+
+
+def _trials(row: pd.Series, spec: ReportSpec) -> str:
+    lost = [f"{row[f'n_{s}']} {s}" for s in ("diverged", "failed", "missing") if row[f"n_{s}"]]
+    return f"{row['n_finished']}/{spec.seeds_of(row['variant'])}" + (
+        f" ({', '.join(lost)})" if lost else "")

@@ -1,0 +1,168 @@
+"""The report's methods (design, tests, corrections, verdicts, shared settings) and provenance
+(text samples, environment, MLflow ids, the commands that reproduce it)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ablate.report.boundaries import SPENDING
+from ablate.report.effects import FACTORIAL
+from ablate.report.fmt import escape, plural
+from ablate.report.sections.common import band, fence, md_table
+from ablate.report.spec import ALPHA, ReportSpec
+
+
+def methods_section(summary: pd.DataFrame, family: pd.DataFrame, spec: ReportSpec) -> list[str]:
+    n = summary["n_finished"]
+    n_text = f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
+    seeds = ", ".join(map(str, spec.seeds))
+    factorial = spec.design in FACTORIAL
+    lines = [
+        "## Methods",
+        "",
+        f"- **Design:** {escape(spec.design)}, {spec.n_variants} variants × "
+        + (f"{plural(len(spec.seeds), 'seed')} ({seeds}); every variant uses the same seeds."
+           if spec.adaptive is None else
+           f"{spec.adaptive[0]} to {spec.adaptive[1]} seeds, adaptive (below); variants that "
+           "continue all get the same next seed, and the baseline runs every seed any variant "
+           "runs."),
+        f"- **Metric:** final {escape(spec.metric)} ({spec.mode}imised); {n_text} finished "
+        "seeds per variant. Diverged, failed and running trials are counted per variant and "
+        "left out of means and pairs (MLflow's UI group means include diverged runs that logged "
+        "a value).",
+        "- **Mean and CI of a variant:** 95% Student t-interval of the mean, mean ± "
+        "t(0.975, n−1)·s/√n (scipy.stats); none with a single finished seed.",
+        "- **Paired contrasts:** each comparison is computed per seed, over the seeds where the "
+        "variants it compares finished, and tested with a one-sample t-test of those per-seed "
+        "values (the paired t-test; scipy.stats)."
+        + (" A factorial effect averages, on each seed, the matched cell differences whose "
+           "cells both finished there, so a cell lost on one seed drops only its own pairs."
+           if factorial else ""),
+    ]
+    if factorial:
+        lines.append(
+            "- **Factorial effects:** a main effect is the difference between two levels of a "
+            "factor averaged over the other factors (per seed: the mean over matched cells of "
+            "the cell difference; in a fractional design the difference of the two levels' "
+            "means, aliased as stated under the first table), for every pair of levels; a "
+            "two-factor interaction is the difference of differences (B's effect when A is "
+            "changed minus B's effect at A's baseline level), averaged over the other "
+            "factors; simple effects are each factor's effect within each level of the factor "
+            "with the largest main effect."
+        )
+    else:
+        lines.append(
+            "- **Comparisons:** each variant against the baseline, and every pair of levels of "
+            "a factor whose levels were each run with everything else at the baseline."
+        )
+    lines += [
+        f"- **Multiple comparisons:** Holm's step-down correction across all {len(family)} "
+        f"tests of the first table{' and the simple effects' if factorial else ''} "
+        f"(adjusted p-values as statsmodels' multipletests gives them); α = {ALPHA}."
+        + (" The per-variant comparisons with the baseline are a second Holm family."
+           if factorial else ""),
+        "- **Intervals (Holm-consistent):** with the family's p-values sorted, p(1) ≤ … ≤ p(m), "
+        "Holm rejects the first r; a rejected test of rank k shows the paired-t interval at "
+        "confidence 1 − α/(m − k + 1), the level its own step used, and every other test the "
+        "level where Holm stopped, 1 − α/(m − r). So an interval excludes 0 exactly when Holm "
+        "rejects, and the verdict is read off the interval.",
+        *_min_effect_methods(spec),
+        *_sequential_methods(spec),
+        "- **Verdict:** helps/hurts (interaction found, for interactions) when the interval "
+        "excludes 0, direction from whether higher or lower is better; "
+        + ("otherwise no clear effect (which is not evidence of no effect: the interval "
+           "also fits effects as large as its bounds). " if spec.min_effect is None else
+           f"negligible when it lies inside ±{band(spec)} (before helps/hurts: a real but "
+           "unimportant effect is negligible); otherwise undecided. ")
+        + "*Unstable (k/n diverged)* when the changed side diverged or failed on k of the "
+        "n seeds where the other side finished (whatever its finished seeds show; if they "
+        "differ clearly too, the verdict says so)"
+        + (" — judged per variant against the baseline, since a lost cell has a matched "
+           "partner in every factor and so cannot be pinned on one" if factorial else "")
+        + "; all diverged / all failed when it never finished; not enough data with fewer "
+        "than 2 usable seeds.",
+        "- **Effect size:** Hedges' g for paired data, g_z = J·d_z, d_z = mean(d)/sd(d) of the "
+        "per-seed differences d, J = 1 − 3/(4(n−1) − 1); given in the sentences above only with "
+        "5 or more pairs and when the differences vary (|d_z| ≤ 100).",
+    ]
+    if factorial:
+        lines.append(
+            "- **Cells at a trivial value:** with a known chance level (1/num_classes for an "
+            "accuracy whose config sets `model.num_classes`), cells whose every finished seed "
+            "is within 10% of the way from chance to the best cell's mean. Otherwise, for an "
+            "accuracy, the lowest finished trial's value when it is at most 0.5 and at least "
+            "two cells have every finished seed within 5% of the way from it to the best cell "
+            "(a floor several configurations fall to). Other metrics: not flagged."
+        )
+    return lines + ["", *_settings(spec)]
+
+
+def _min_effect_methods(spec: ReportSpec) -> list[str]:
+    if spec.min_effect is None:
+        return []
+    return [
+        f"- **Smallest effect of interest (min_effect = {band(spec)}):** *negligible* is an "
+        "equivalence finding: the interval shown lies inside ±min_effect, i.e. both one-sided "
+        "tests (two one-sided tests, TOST) reject an effect of min_effect or more, each at half "
+        "the interval's level. Each comparison can so make two claims, \"differs from 0\" and "
+        "\"smaller than min_effect\", and at most one of their null hypotheses is true, so the "
+        "step-down above runs over both kinds of claim (Shaffer's refinement of Holm's): the "
+        "k-th smallest p-value is tested at α/t, t being the number of comparisons that still "
+        "have a claim to settle, and a comparison leaves the count only once both its claims "
+        "are accepted. This controls the family-wise rate of false claims of either kind at α; "
+        "the price is that a clear effect frees no level for the others (Holm's does). Each "
+        "interval is at the level of the step that settled its last claim, else where the "
+        "procedure stopped, so the verdicts are read off the intervals shown.",
+    ]
+
+
+def _sequential_methods(spec: ReportSpec) -> list[str]:
+    if spec.adaptive is None:
+        return []
+    low, high = spec.adaptive
+    return [
+        f"- **Adaptive seeds (group-sequential):** every variant started with {low} seeds; "
+        "after each round every variant was compared with the baseline (one family, as "
+        "above), a decided variant (helps, hurts, negligible, unstable, all diverged/failed) "
+        f"stopped and the others got the next seed, up to {high}. The schedule is replayed from "
+        "the recorded results (each round decided on the trials scheduled by then), so it is "
+        f"the same after a resume and here. Repeated looks are paid for by the {SPENDING} "
+        f"α(t) = 2 − 2Φ(z₁₋α/2/√t) (Lan and DeMets 1983) over the looks at {low}, …, {high} "
+        "paired seeds (t = n/max_seeds): the boundaries of the paired t-statistics are set so "
+        "that a null comparison crosses at look k, and not before, with probability α(t_k) − "
+        "α(t_{k−1}), computed on 131,072 simulated null paths (fixed seed; the t-statistic's "
+        "law does not depend on the variance); a look whose share is too small to simulate "
+        "gets that share as its nominal level (the union bound). A comparison's p-value is the "
+        "smallest overall level at which it crosses its look's boundary, and its interval is a "
+        "repeated confidence interval: the intervals of all looks cover the true difference "
+        "together with probability 1 − α, so the one where a variant stopped is valid whatever "
+        "made it stop, and the family-wise error rate over all looks stays at α (it is "
+        "conservative at the stopping time). Factorial effects use the seeds all their cells "
+        "were scheduled for.",
+    ]
+
+
+def _settings(spec: ReportSpec) -> list[str]:
+    """The base settings every variant shares (the budget: epochs, data size, model size)."""
+    shared = {k: v for k, v in spec.config.items() if k not in spec.factors}
+    if not shared:
+        return []
+    rows = [[escape(k), escape(v if isinstance(v, str) else repr(v))] for k, v in shared.items()]
+    return ["### Settings shared by every variant", "", md_table(["setting", "value"], rows), ""]
+
+
+def provenance(spec: ReportSpec, samples: dict[str, str] | None) -> list[str]:
+    lines = []
+    if samples:
+        lines += ["## Text samples", ""]
+        for label, text in samples.items():
+            lines += [f"**{escape(label)}**", "", fence(str(text), "text"), ""]
+    if spec.environment:
+        rows = [[escape(k), escape(v)] for k, v in spec.environment.items()]
+        lines += ["## Environment", "", md_table(["Key", "Value"], rows), ""]
+    if spec.mlflow:
+        lines += ["## MLflow", ""] + [f"- {escape(k)}: {escape(v)}" for k, v in spec.mlflow.items()]
+        lines.append("")
+    if spec.command:
+        lines += ["## Reproduce", "", fence(spec.command, "sh"), ""]
+    return lines

@@ -1,0 +1,108 @@
+"""``ablate ui``: MLflow's server on a local store, as light as serving the UI allows, and the
+address of each study's runs once it answers."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+# `ablate ui` runs MLflow's server as light as serving the UI allows: one web worker (MLflow
+# starts four) and none of the background job runners (huey consumers for GenAI jobs, periodic
+# tasks) that MLflow starts by default and the runs table never uses.
+UI_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+          "MLFLOW_SERVER_JOB_ENABLE_PERIODIC_TASKS": "false"}
+UI_READY_TIMEOUT_S = 600.0  # a busy machine can take minutes to start it
+
+
+def ui_command(uri: str, host: str, port: int) -> list[str]:
+    """The ``mlflow server`` command line for a store (run with :data:`UI_ENV`)."""
+    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host,
+            "--port", str(port), "--workers", "1"]
+
+
+def ui_base(uri: str, host: str, port: int) -> str:
+    """The address to reach the UI from this machine; a warning first when ``host`` exposes it
+    beyond this machine. ValueError for a store ``ablate ui`` does not serve (a server's)."""
+    if "://" not in uri or uri.startswith(("http://", "https://")):
+        raise ValueError(f"ablate ui serves a local store (sqlite:/// or file:), not {uri!r}. "
+                         f"Fix: open that tracking server's own UI instead.")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"ablate ui: warning: binding to {host} exposes every run in {uri} to the "
+              f"network WITHOUT authentication. Prefer the default 127.0.0.1 with an SSH tunnel, "
+              f"or put an authenticating proxy in front.", file=sys.stderr)
+    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"http://{f'[{local}]' if ':' in local else local}:{port}"
+
+
+def serve_ui(command: list[str], uri: str, base: str) -> int:
+    """Start MLflow's server, say when it answers (its /health) and where each study's runs
+    are, then wait for it; Ctrl-C or SIGTERM stops it."""
+    import signal
+    import subprocess
+    import time
+
+    from ablate.cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK
+
+    print(f"starting MLflow's UI for {uri} on {base} ...", flush=True)
+    start = time.monotonic()
+    proc = subprocess.Popen(command, env={**os.environ, **UI_ENV})
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        if not _wait_for_health(proc, base, start + UI_READY_TIMEOUT_S):
+            code = proc.poll()
+            print("ablate ui: error: MLflow's server "
+                  + (f"exited (code {code})" if code is not None else
+                     f"did not answer within {UI_READY_TIMEOUT_S:.0f} s")
+                  + f" before serving {base} (its messages are above). Fix: pick a free "
+                  f"--port, or check the store {uri}.", file=sys.stderr)
+            return EXIT_INVALID
+        print(f"MLflow UI ready at {base} after {time.monotonic() - start:.0f} s (Ctrl-C to "
+              f"stop).", flush=True)
+        _print_study_urls(uri, base)
+        return EXIT_OK if proc.wait() == 0 else EXIT_FAILED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if proc.poll() is None:
+            proc.terminate()  # mlflow's command passes it on to its web server
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_for_health(proc: Any, base: str, deadline: float) -> bool:
+    """Poll the server's /health until it answers 200; False if it exits or never answers."""
+    import time
+    import urllib.request
+
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=5) as reply:
+                if reply.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def _print_study_urls(uri: str, base: str) -> None:
+    """One line per study in the store: the URL of its current plan's runs."""
+    from ablate.track import Tracker, quiet_mlflow, runs_url
+
+    try:
+        with quiet_mlflow():
+            plans = Tracker(uri).current_plans()
+    except Exception as exc:  # the UI works without the links
+        print(f"  (could not list the studies in {uri}: {type(exc).__name__}: {exc})")
+        return
+    if not plans:
+        print(f"  no ablate study in {uri} yet: `ablate run STUDY.py` (same store) adds one.")
+    for name, runs, has_view in plans:
+        print(f"  study {name}: {runs_url(runs, base, view=has_view)}", flush=True)
