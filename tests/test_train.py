@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import textwrap
 
@@ -58,6 +59,45 @@ def test_scheduler_steps_per_batch_and_resumes():
     opt2.step()
     sched2.step()
     assert opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
+
+
+def _lr_run(c, steps, resume_at=None, legacy=False, spe=5):
+    """The lrs (of both groups) after each of ``steps`` steps; saved and resumed (through
+    torch.save and weights_only loading) after ``resume_at`` steps, as the loop does; ``legacy``:
+    the first part runs the LambdaLR over lr_factor that earlier versions checkpointed."""
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    opt = make_optimizer(model, c)
+    sched = (torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(c, s / spe)) if legacy
+             else make_scheduler(opt, c, steps_per_epoch=spe))
+    lrs = [g["lr"] for g in opt.param_groups]
+    for step in range(steps):
+        if step == resume_at:
+            buf = io.BytesIO()
+            torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, buf)
+            buf.seek(0)
+            state = torch.load(buf, weights_only=True)
+            opt = make_optimizer(model, c)
+            sched = make_scheduler(opt, c, steps_per_epoch=spe)
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+        opt.step()
+        sched.step()
+        lrs += [g["lr"] for g in opt.param_groups]
+    return lrs
+
+
+@pytest.mark.parametrize("schedule,warmup", [("constant", 0.0), ("constant", 1.5), ("sgdr", 0.0),
+                                             ("sgdr", 0.5), ("onecycle", 0.0),
+                                             ("onecycle", 2.0)])
+def test_torch_schedulers_follow_lr_factor_and_resume_exactly(schedule, warmup):
+    c = cfg(schedule=schedule, warmup_epochs=warmup, epochs=3, lr=0.1, layer_lrs=(0.5, 1.0))
+    steps = 3 * 5 + 4  # 4 past the planned end: one-cycle holds its final rate
+    lrs = _lr_run(c, steps)
+    expected = [m * lr_factor(c, s / 5) for s in range(steps + 1) for m in (0.05, 0.1)]
+    assert lrs == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    for at in (1, 7, 15):
+        assert _lr_run(c, steps, resume_at=at) == lrs  # bit for bit
+    assert _lr_run(c, steps, resume_at=7, legacy=True) == pytest.approx(lrs, rel=1e-12, abs=1e-15)
 
 
 def test_discriminative_learning_rates():

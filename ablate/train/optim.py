@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts, LambdaLR, LRScheduler, OneCycleLR
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "sgdr", "onecycle")
@@ -57,7 +59,10 @@ def make_optimizer(model: nn.Module, config: Mapping[str, Any]) -> torch.optim.O
 
 
 def lr_factor(config: Mapping[str, Any], epochs_done: float) -> float:
-    """The learning-rate multiplier after ``epochs_done`` (fractional) epochs.
+    """The learning-rate multiplier after ``epochs_done`` (fractional) epochs, in closed form.
+
+    :func:`make_scheduler` builds this schedule from torch's schedulers, per step; this is its
+    specification (the tests hold the two together).
 
     * ``constant``: 1.
     * ``sgdr``: cosine annealing from 1 to 0 with warm restarts (Loshchilov & Hutter; fast.ai's
@@ -93,17 +98,95 @@ def lr_factor(config: Mapping[str, Any], epochs_done: float) -> float:
     return factor
 
 
+class LRSchedule:
+    """The per-step schedule of the built-in loop: a torch scheduler times the warm-up ramp.
+
+    ``step()`` once per optimiser step; ``state_dict()`` goes into every checkpoint and
+    ``load_state_dict()`` resumes it exactly. The ramp is ours because torch has no scheduler
+    that *multiplies* another (README: "linear warm-up, multiplies any schedule"): ``LinearLR``
+    cannot start at 0, ``SequentialLR`` runs schedules one after the other (the cosine would start
+    after the warm-up, not under it), and ``ChainedScheduler`` cannot combine a closed-form
+    scheduler with a ramp (``LinearLR`` multiplies by the ratio of consecutive factors,
+    ``MultiplicativeLR`` skips step 0). ``inner`` must compute its rates from its base rates
+    alone (all three of :func:`make_scheduler`'s do), never from the rates the ramp scaled.
+    """
+
+    def __init__(self, inner: LRScheduler, warmup_epochs: float, steps_per_epoch: int) -> None:
+        self.inner = inner
+        self.optimizer = inner.optimizer
+        self.warmup_epochs = float(warmup_epochs)
+        self.steps_per_epoch = steps_per_epoch
+        self.last_epoch = 0  # optimiser steps taken (torch's name)
+        self._scale()
+        # what `inner` put in the param groups (OneCycleLR's rates), for a legacy resume
+        self._group_keys: list[dict[str, Any]] = [
+            {k: g[k] for k in ("initial_lr", "max_lr", "min_lr") if k in g}
+            for g in self.optimizer.param_groups
+        ]
+
+    def step(self) -> None:
+        inner = self.inner
+        # A one-cycle run holds its final rate past its planned end (steps_per_epoch is an
+        # estimate for TextData with random_bptt); OneCycleLR itself would raise.
+        if not (isinstance(inner, OneCycleLR) and inner.last_epoch >= inner.total_steps - 1):
+            inner.step()
+        self.last_epoch += 1
+        self._scale()
+
+    def _scale(self) -> None:
+        if self.warmup_epochs <= 0:
+            return
+        ramp = min(1.0, self.last_epoch / self.steps_per_epoch / self.warmup_epochs)
+        for group, lr in zip(self.optimizer.param_groups, self.inner.get_last_lr()):
+            group["lr"] = lr * ramp
+
+    def get_last_lr(self) -> list[float]:
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"inner": self.inner.state_dict(), "last_epoch": self.last_epoch}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume from :meth:`state_dict` (the optimiser's state, rates included, loaded first)."""
+        if "inner" not in state:  # a LambdaLR's state, from before this class: replay its steps
+            for group, keys in zip(self.optimizer.param_groups, self._group_keys):
+                group.update(keys)  # the loaded optimiser state has the LambdaLR's
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "step() before optimizer.step()"
+                for _ in range(int(state["last_epoch"]) - self.last_epoch):
+                    self.step()
+            return
+        self.inner.load_state_dict(dict(state["inner"]))
+        self.last_epoch = int(state["last_epoch"])
+
+
 def make_scheduler(
     optimizer: torch.optim.Optimizer, config: Mapping[str, Any], steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step ``LambdaLR`` following :func:`lr_factor`; its state resumes with the step."""
-    for check in (0.0, 0.5):  # fail on bad settings now, not at the first step
-        lr_factor(config, check)
-    if config["train.schedule"] == "sgdr" and (
-        float(config["train.cycle_len"]) <= 0 or float(config["train.cycle_mult"]) < 1
-    ):
-        raise ValueError("sgdr needs train.cycle_len > 0 and train.cycle_mult >= 1.")
+) -> LRSchedule:
+    """The schedule :func:`lr_factor` describes, per step, from torch's schedulers."""
     steps = max(int(steps_per_epoch), 1)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(config, step / steps)
-    )
+    schedule = config["train.schedule"]
+    inner: LRScheduler
+    if schedule == "constant":
+        # LambdaLR, not ConstantLR: ConstantLR scales the current rate, which the ramp changed
+        inner = LambdaLR(optimizer, lambda step: 1.0)
+    elif schedule == "sgdr":
+        cycle_len, mult = config["train.cycle_len"], config["train.cycle_mult"]
+        if not (cycle_len > 0 and mult >= 1 and mult == int(mult)):
+            raise ValueError("sgdr needs train.cycle_len > 0 and a whole train.cycle_mult >= 1.")
+        inner = CosineAnnealingWarmRestarts(
+            optimizer, T_0=max(round(cycle_len * steps), 1), T_mult=int(mult), eta_min=0.0
+        )
+    elif schedule == "onecycle":
+        total = max(round(float(config["train.epochs"]) * steps), 1)
+        # OneCycleLR peaks at step pct_start * total_steps - 1 and bottoms out at step
+        # total_steps - 1; these two settings put the peak at 30% of training and the final
+        # rate at its end (step `total`), as lr_factor says. Momentum stays as train.momentum.
+        inner = OneCycleLR(
+            optimizer, max_lr=[group["lr"] for group in optimizer.param_groups],
+            total_steps=total + 1, pct_start=(0.3 * total + 1) / (total + 1),
+            anneal_strategy="cos", div_factor=25.0, final_div_factor=1e4, cycle_momentum=False,
+        )
+    else:
+        raise ValueError(f"train.schedule={schedule!r} is unknown. Fix: use one of {SCHEDULES}.")
+    return LRSchedule(inner, float(config["train.warmup_epochs"]), steps)
