@@ -10,19 +10,26 @@ plotting stack load when the part that needs them is used.
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ablate.study import Study, StudyError, Trial, Variant, load_study
+from ablate.protocols import TrainFn
+from ablate.status import Status
+from ablate.study import Study, StudyError, Trial, Tuning, Variant, load_study
+
+if TYPE_CHECKING:  # loaded on first use (below): they import torch or MLflow
+    from ablate.track import history, results
+    from ablate.train.run import Diverged, Run
 
 __version__ = "0.1.0"
 
-__all__ = ["Study", "StudyError", "Trial", "Variant", "load_study", "results", "history",
-           "Diverged", "__version__"]
+__all__ = ["Study", "StudyError", "Trial", "Tuning", "Variant", "load_study", "results", "history",
+           "Diverged", "Run", "TrainFn", "Status", "__version__"]
 
 _LAZY = {
     "results": ("ablate.track", "results"),
     "history": ("ablate.track", "history"),
     "Diverged": ("ablate.train.run", "Diverged"),
+    "Run": ("ablate.train.run", "Run"),
 }
 
 

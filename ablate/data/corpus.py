@@ -180,8 +180,8 @@ def text(
             f"needs at least {needed} (use a longer text or lower data.batch_size/data.bptt)"
         )
     codepoints = np.frombuffer(corpus.encode("utf-32-le"), dtype=np.uint32)
-    chars, ids = np.unique(codepoints, return_inverse=True)
-    ids = torch.from_numpy(ids.astype(np.int64))
+    chars, inverse = np.unique(codepoints, return_inverse=True)
+    ids = torch.from_numpy(inverse.astype(np.int64))
     n_val = int(len(ids) * val_fraction)
     return TextData(
         vocab=[chr(c) for c in chars],

@@ -140,10 +140,9 @@ class ImageData:
         perm = epoch_permutation(n, seed=seed, epoch=epoch, device=self.device)
         if self.augment:
             gen = torch.Generator(self.device).manual_seed(derive_seed(seed, epoch, "augment"))
-            kw = {"generator": gen, "device": self.device}
-            dy = torch.randint(0, 2 * self.pad + 1, (n,), **kw)
-            dx = torch.randint(0, 2 * self.pad + 1, (n,), **kw)
-            flip = torch.randint(0, 2, (n,), **kw).bool()
+            dy = torch.randint(0, 2 * self.pad + 1, (n,), generator=gen, device=self.device)
+            dx = torch.randint(0, 2 * self.pad + 1, (n,), generator=gen, device=self.device)
+            flip = torch.randint(0, 2, (n,), generator=gen, device=self.device).bool()
         for start in range(0, n, self.batch_size):
             idx = perm[start : start + self.batch_size]
             x = self.x_train.index_select(0, idx)

@@ -48,7 +48,7 @@ def _count(model: nn.Module, x: torch.Tensor, loss_fn: torch.nn.Module, y: torch
     device = next(meta.parameters()).device if any(True for _ in meta.parameters()) else "cpu"
     xm, ym = x.to(device), y.to(device)
     if hasattr(meta, "reset_state"):
-        meta.reset_state()
+        meta.reset_state()  # type: ignore[operator]  # torch's stub: Module attrs are Tensor | Module
     with FlopCounterMode(display=False) as counter:
         out = meta(xm)
         loss_fn(out.reshape(-1, out.shape[-1]) if out.dim() > 2 else out, ym.reshape(-1)).backward()
@@ -57,7 +57,7 @@ def _count(model: nn.Module, x: torch.Tensor, loss_fn: torch.nn.Module, y: torch
 
 def _without_state(model: nn.Module) -> nn.Module:
     if hasattr(model, "reset_state"):
-        model.reset_state()
+        model.reset_state()  # type: ignore[operator]  # torch's stub: Module attrs are Tensor | Module
     return model
 
 

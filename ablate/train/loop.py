@@ -15,13 +15,14 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
+from ablate.config import DATA_DERIVED, canonical, factory_kwargs
 from ablate.data.images import ImageData
-from ablate.study import DATA_DERIVED, canonical
+from ablate.train.artifacts import log_cams
 from ablate.train.cost import PeakMemory, count_params, train_flops_per_sample
 from ablate.train.optim import make_optimizer, make_scheduler
 from ablate.train.run import Diverged, Run
@@ -111,6 +112,7 @@ def fit(
         run.summary["peak_mem_mb"] = peak
     if config["train.keep_weights"]:
         run.keep_weights(model.state_dict())
+        log_cams(run, model, data)  # the report's class activation maps (cams.npz)
 
 
 def _train_epoch(model, data, optimizer, scheduler, loss_fn, autocast, run, epoch, config):
@@ -254,7 +256,8 @@ def _sample(model: nn.Module, data: Any) -> str:
     """Text generated from a fixed prompt with a fixed seed, so epochs and variants compare."""
     prompt = data.val[:40]
     generator = torch.Generator(device=prompt.device).manual_seed(0)
-    ids = model.generate(prompt, SAMPLE_CHARS, generator=generator)
+    # torch's stub types an unknown Module attribute as Tensor | Module, neither callable
+    ids = model.generate(prompt, SAMPLE_CHARS, generator=generator)  # type: ignore[operator]
     return data.decode(prompt) + data.decode(ids)
 
 
@@ -263,6 +266,7 @@ def model_kwargs(
 ) -> dict[str, Any]:
     """``model.*`` settings, plus what the data knows (classes, channels, ...) if accepted."""
     kwargs = factory_kwargs(config, "model")
+    params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(model_fn).parameters
         takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
@@ -274,15 +278,6 @@ def model_kwargs(
     return kwargs
 
 
-def factory_kwargs(config: Mapping[str, Any], ns: str) -> dict[str, Any]:
-    prefix = ns + "."
-    return {k[len(prefix):]: _tuples(v) for k, v in config.items() if k.startswith(prefix)}
-
-
-def _tuples(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
-
-
 def _compiled(model: nn.Module, setting: Any) -> nn.Module:
     """``train.compile``: False, True (torch.compile's default backend) or a backend name.
 
@@ -290,7 +285,9 @@ def _compiled(model: nn.Module, setting: Any) -> nn.Module:
     """
     if not setting:
         return model
-    return torch.compile(model) if setting is True else torch.compile(model, backend=setting)
+    # torch.compile of a Module returns an OptimizedModule (its stub says any callable)
+    compiled = torch.compile(model) if setting is True else torch.compile(model, backend=setting)
+    return cast(nn.Module, compiled)
 
 
 def _flat(out: torch.Tensor) -> torch.Tensor:

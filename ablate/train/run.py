@@ -15,7 +15,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -269,7 +269,8 @@ def _to_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
+    # the legacy tuple (MT19937): numpy's stub types a call without legacy= as the dict form
+    np_state = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state())
     state: dict[str, Any] = {
         "python": _python_state_to_tensor(),
         "numpy": torch.from_numpy(np_state[1].astype(np.int64)),

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import optuna.storages.journal  # the file backend's module (not bound by name)
 
 INTERRUPTED = "ablate_interrupted"
 Report = Callable[[float, int], None]
@@ -115,6 +116,8 @@ def search(
             f"search space (tune=...)."
         )
     best = study.best_trial
+    if best.value is None:  # the best trial is a complete one, which always has a value
+        raise RuntimeError(f"optuna's best trial of {name} has no value")
     return TuneResult(
         best_params=dict(best.params),
         best_value=float(best.value),
