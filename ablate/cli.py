@@ -9,14 +9,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shlex
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ablate.study import Study, StudyError, load_study, parse_override, short_names
+from ablate.plan_view import print_plan
+from ablate.study import Study, StudyError, StudySource, parse_override
+from ablate.ui import UI_ENV, serve_ui, ui_base, ui_command  # noqa: F401 - UI_ENV: cli.UI_ENV
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -90,9 +91,13 @@ def _parser() -> argparse.ArgumentParser:
                          help="reuse finished trials whose code changed since (the report "
                               "warns that its trials come from different code)")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
-                   help="where trials run: local (default) trains them one after another in "
-                        "this process; ray runs each as a Ray task, in parallel "
+                   help="where trials run: local (default) trains them on this machine "
+                        "(--workers); ray runs each as a Ray task, in parallel "
                         "(pip install 'ablate-studies[ray]')")
+    p.add_argument("--workers", type=_workers, metavar="N|auto",
+                   help="local: train N trials at once in worker processes (default: "
+                        "$ABLATE_WORKERS, else auto: CPUs / train.threads; 1 on a GPU: one "
+                        "after another in this process)")
     ray = p.add_argument_group("with --executor ray")
     ray.add_argument("--address", metavar="ADDR",
                      help="an existing Ray cluster: auto, ray://HOST:10001 or HOST:6379 "
@@ -144,6 +149,22 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _workers(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive_int(text)
+
+
+def _default_workers() -> int | str:
+    """``--workers`` when not given: ``$ABLATE_WORKERS`` (N or auto), else auto."""
+    text = os.environ.get("ABLATE_WORKERS", "").strip()
+    if not text:
+        return "auto"
+    try:
+        return _workers(text)
+    except argparse.ArgumentTypeError:
+        raise UsageError(f"ABLATE_WORKERS={text!r} is not a number of workers. Fix: set it to "
+                         f"a positive integer or 'auto', or unset it.") from None
+
+
 def _seeds(text: str) -> int | str:
     return "adaptive" if text == "adaptive" else _positive_int(text)
 
@@ -168,26 +189,31 @@ def _gpus(text: str) -> float:
     return value
 
 
+def study_source(args: argparse.Namespace) -> StudySource:
+    """The study file named on the command line, with its --study, --set, --seeds and
+    --tune-trials."""
+    overrides: dict[str, Any] = dict(parse_override(o) for o in args.overrides)
+    return StudySource(args.study_file, args.study, overrides, args.seeds, args.tune_trials)
+
+
 def load(args: argparse.Namespace) -> Study:
     """The study named on the command line, with --set, --seeds and --min-effect applied and
     validated."""
-    overrides: dict[str, Any] = dict(parse_override(o) for o in args.overrides)
-    study = load_study(args.study_file, args.study, overrides, args.seeds, args.tune_trials)
+    study = study_source(args).load()
     return study if args.min_effect is None else study.with_overrides(min_effect=args.min_effect)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     study = load(args)
-    _check_models(study)
-    _check_data(study)
+    _check(study)
     print_plan(study)
     return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     study = load(args)
-    _check_models(study)
-    _check_data(study)  # a missing file or a wrong data type is reported before any write
+    _check(study)  # a wrong setting, a missing file or a wrong data type: before any write
+    workers = args.workers or _default_workers()
     from ablate.execute import EnvironmentProblem, check_checkpoint_root, run_study
     from ablate.track import Tracker, TrackingError, bound_http_waits, quiet_mlflow, resolve_uri
 
@@ -219,6 +245,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         from ablate.progress import StudyProgress
 
         with StudyProgress(study) as progress, _store_lost(tracker.uri):
+            from ablate.execute import StudyFile
+
+            source = StudyFile.of(study_source(args))
             if ray_options is None:
                 runs, outcomes = run_study(
                     study,
@@ -228,13 +257,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                     on_trial_end=progress.trial_ended,
                     on_log=progress.logged,
                     on_round=progress.round_started,
+                    source=source,
+                    workers=workers,
+                    on_workers=progress.workers_started,
                 )
             else:
-                from ablate.execute import StudyFile, run_study_ray
+                from ablate.execute import run_study_ray
 
-                overrides = dict(parse_override(o) for o in args.overrides)
-                source = StudyFile.of(args.study_file, args.study, overrides, args.seeds,
-                                      args.tune_trials)
                 try:
                     runs, outcomes = run_study_ray(study, tracker=tracker, root=root,
                                                    source=source, options=ray_options,
@@ -319,6 +348,9 @@ def _ray_options(args: argparse.Namespace) -> Any:
     flags = {"--address": args.address, "--cpus-per-trial": args.cpus_per_trial,
              "--gpus-per-trial": args.gpus_per_trial, "--max-parallel": args.max_parallel,
              "--allow-local-storage": args.allow_local_storage or None}
+    if args.executor == "ray" and args.workers is not None:
+        raise UsageError("--workers only applies to the local executor. Fix: drop it (with "
+                         "--executor ray, --max-parallel K caps the trials at once).")
     if args.executor != "ray":
         given = [k for k, v in flags.items() if v is not None]
         if given:
@@ -343,259 +375,50 @@ def cmd_report(args: argparse.Namespace) -> int:
             tracker.check()
         except TrackingError as exc:
             raise UsageError(str(exc)) from None
-        results = tracker.results(study)  # exactly the trials of this plan
-        left_out = tracker.left_out(study)
-        if results.empty:
-            raise UsageError(_no_runs(study, tracker.uri, args.study_file, left_out))
-        runs = tracker.find_study(study)
-        if runs is None:  # every trial was trained under other plans: give this one its run
-            runs = tracker.setup_study(study)
-            tracker.finish_study(runs, study, interrupted=False)
-        from ablate.report import spec_from_study, write_report
+        from ablate.report import write_report
+        from ablate.report.collect import NothingToReport, collect, record_verdicts, reproduce
 
-        history = tracker.history(study)
-        samples = _samples(study, tracker, results)
-        spec = spec_from_study(
-            study,
-            command=_reproduce(args),
-            environment=_environment(results),
-            notes=_notes(results, left_out),
-            mlflow={"tracking URI": _shown_uri(tracker.uri), "experiment id": runs.experiment_id,
-                    "study (parent) run id": runs.parent_run_id},
-        )
         out = Path(args.out or Path("reports") / study.name)
         with tempfile.TemporaryDirectory() as tmp:
-            cams = _cams(study, tracker, results, Path(tmp))
-            tuning = tracker.tuning(study) if study.tune else None
-            path = write_report(results, history, spec, out, samples=samples, cams=cams,
-                                tuning=tuning)
-        tracker.log_report(runs, out)
-        runs = tracker.prepare_view(study, runs)
-        record_verdicts(tracker, study, runs, results, spec)
+            try:
+                found = collect(study, tracker, command=reproduce(args),
+                                study_file=args.study_file, folder=Path(tmp))
+            except NothingToReport as exc:
+                raise UsageError(str(exc)) from None
+            path = write_report(found.results, found.history, found.spec, out,
+                                samples=found.samples, cams=found.cams,
+                                cams_missing=found.cams_missing, tuning=found.tuning)
+        tracker.log_report(found.runs, out)
+        runs = tracker.prepare_view(study, found.runs)
+        record_verdicts(tracker, study, runs, found.results, found.spec)
     from ablate.track import runs_url, ui_hint, ui_host
 
-    print(f"report: {path} ({len(results)} trial runs; figures and results.csv beside it; also "
-          f"logged to the study's MLflow run {runs.parent_run_id})")
+    print(f"report: {path} ({len(found.results)} trial runs; figures and results.csv beside it; "
+          f"also logged to the study's MLflow run {runs.parent_run_id})")
     print(f"the variants with these verdicts, in MLflow's UI: "
           f"{runs_url(runs, ui_host(tracker.uri))}{ui_hint(tracker.uri)}")
     return EXIT_OK
-
-
-def record_verdicts(tracker: Any, study: Study, runs: Any, results: Any, spec: Any) -> None:
-    """The report's verdict for each variant (its comparison with the baseline, as the
-    report's variant table gives it) onto the variant's row in MLflow (tag ablate.verdict)."""
-    from ablate.report import compare
-
-    verdicts = {row.variant: str(row.verdict) for row in compare(results, spec).itertuples()}
-    verdicts[study.baseline_variant.id] = "baseline"
-    tracker.record_verdicts(study, runs, verdicts)
-
-
-def _shown_uri(uri: str) -> str:
-    """A sqlite store inside the current folder as a relative URI: a report names no path of the
-    machine that wrote it (a reader's clone has none of them)."""
-    from ablate.track import sqlite_path
-
-    path = sqlite_path(uri)
-    if path is None or not path.is_absolute():
-        return uri
-    try:
-        return f"sqlite:///{path.relative_to(Path.cwd())}"
-    except ValueError:
-        return uri
-
-
-def _no_runs(study: Study, uri: str, study_file: str, left_out: list[tuple[str, int]]) -> str:
-    """Why ``ablate report`` has nothing to report, naming the settings that do have runs."""
-    if not left_out:
-        return (f"study {study.name!r} has no runs in {uri} yet. Fix: run `ablate run "
-                f"{study_file}` first (with the same --tracking-uri).")
-    groups = "; ".join(f"{what} ({n} run{'s' * (n != 1)})" for what, n in left_out[:5])
-    return (f"no run of study {study.name!r} in {uri} matches this plan (its settings, factors "
-            f"and seeds). Runs exist that differ in: {groups}. Fix: pass the same --set/--seeds "
-            f"as the `ablate run` that trained them, or run this plan first.")
-
-
-# `ablate ui` runs MLflow's server as light as serving the UI allows: one web worker (MLflow
-# starts four) and none of the background job runners (huey consumers for GenAI jobs, periodic
-# tasks) that MLflow starts by default and the runs table never uses.
-UI_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-          "MLFLOW_SERVER_JOB_ENABLE_PERIODIC_TASKS": "false"}
-UI_READY_TIMEOUT_S = 600.0  # a busy machine can take minutes to start it
-
-
-def ui_command(uri: str, host: str, port: int) -> list[str]:
-    """The ``mlflow server`` command line for a store (run with :data:`UI_ENV`)."""
-    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host,
-            "--port", str(port), "--workers", "1"]
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
     from ablate.track import resolve_uri
 
     uri = resolve_uri(args.tracking_uri)
-    if "://" not in uri or uri.startswith(("http://", "https://")):
-        raise UsageError(f"ablate ui serves a local store (sqlite:/// or file:), not {uri!r}. "
-                         f"Fix: open that tracking server's own UI instead.")
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"ablate ui: warning: binding to {args.host} exposes every run in {uri} to the "
-              f"network WITHOUT authentication. Prefer the default 127.0.0.1 with an SSH tunnel, "
-              f"or put an authenticating proxy in front.", file=sys.stderr)
-    local = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
-    base = f"http://{f'[{local}]' if ':' in local else local}:{args.port}"
+    try:
+        base = ui_base(uri, args.host, args.port)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     return serve_ui(ui_command(uri, args.host, args.port), uri, base)
 
 
-def serve_ui(command: list[str], uri: str, base: str) -> int:
-    """Start MLflow's server, say when it answers (its /health) and where each study's runs
-    are, then wait for it; Ctrl-C or SIGTERM stops it."""
-    import signal
-    import subprocess
-    import time
-
-    print(f"starting MLflow's UI for {uri} on {base} ...", flush=True)
-    start = time.monotonic()
-    proc = subprocess.Popen(command, env={**os.environ, **UI_ENV})
-
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        if not _wait_for_health(proc, base, start + UI_READY_TIMEOUT_S):
-            code = proc.poll()
-            print("ablate ui: error: MLflow's server "
-                  + (f"exited (code {code})" if code is not None else
-                     f"did not answer within {UI_READY_TIMEOUT_S:.0f} s")
-                  + f" before serving {base} (its messages are above). Fix: pick a free "
-                  f"--port, or check the store {uri}.", file=sys.stderr)
-            return EXIT_INVALID
-        print(f"MLflow UI ready at {base} after {time.monotonic() - start:.0f} s (Ctrl-C to "
-              f"stop).", flush=True)
-        _print_study_urls(uri, base)
-        return EXIT_OK if proc.wait() == 0 else EXIT_FAILED
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if proc.poll() is None:
-            proc.terminate()  # mlflow's command passes it on to its web server
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _wait_for_health(proc: Any, base: str, deadline: float) -> bool:
-    """Poll the server's /health until it answers 200; False if it exits or never answers."""
-    import time
-    import urllib.request
-
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=5) as reply:
-                if reply.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.2)
-    return False
-
-
-def _print_study_urls(uri: str, base: str) -> None:
-    """One line per study in the store: the URL of its current plan's runs."""
-    from ablate.track import Tracker, quiet_mlflow, runs_url
-
-    try:
-        with quiet_mlflow():
-            plans = Tracker(uri).current_plans()
-    except Exception as exc:  # the UI works without the links
-        print(f"  (could not list the studies in {uri}: {type(exc).__name__}: {exc})")
-        return
-    if not plans:
-        print(f"  no ablate study in {uri} yet: `ablate run STUDY.py` (same store) adds one.")
-    for name, runs, has_view in plans:
-        print(f"  study {name}: {runs_url(runs, base, view=has_view)}", flush=True)
-
-
-def _cams(study: Study, tracker: Any, results: Any, tmp: Path) -> Path | None:
-    """Class activation maps from the kept weights (``train.keep_weights``) of one seed each."""
-    if not study.uses_builtin_loop or not study.variants[0].config.get("train.keep_weights"):
-        return None
-    from ablate.report.cams import study_cams
-
-    weights: dict[str, Path | None] = {}
-    for v in study.variants:
-        rows = results[(results["variant"] == v.id) & (results["status"] == "finished")]
-        run_id = rows.sort_values("seed").iloc[0]["run_id"] if len(rows) else None
-        weights[v.label] = tracker.download(run_id, "weights.pt", tmp / v.id) if run_id else None
-    return study_cams(study, weights, tmp / "cams.png")
-
-
-def _samples(study: Study, tracker: Any, results: Any) -> dict[str, str] | None:
-    """The last generated text of each variant's first finished seed (language models)."""
-    samples = {}
-    for v in study.variants:
-        rows = results[(results["variant"] == v.id) & (results["status"] != "failed")]
-        if len(rows):
-            text = tracker.last_text(rows.iloc[0]["run_id"], "samples")
-            if text is not None:
-                samples[v.label] = text
-    return samples or None
-
-
-def _reproduce(args: argparse.Namespace) -> str:
-    extra = "".join(f" --study {args.study}" for _ in [0] if args.study)
-    extra += "".join(f" --set {shlex.quote(o)}" for o in args.overrides)
-    extra += f" --seeds {args.seeds}" if args.seeds else ""
-    extra += f" --min-effect {args.min_effect:g}" if args.min_effect is not None else ""
-    extra += f" --tune-trials {args.tune_trials}" if args.tune_trials else ""
-    uri = f" --tracking-uri {shlex.quote(args.tracking_uri)}" if args.tracking_uri else ""
-    return (f"ablate run {args.study_file}{extra}{uri}\n"
-            f"ablate report {args.study_file}{extra}{uri}")
-
-
-def _notes(results: Any, left_out: list[tuple[str, int]]) -> list[str]:
-    """One line each on what the report left out and on trials trained differently."""
-    notes = []
-    if left_out:
-        n = sum(count for _, count in left_out)
-        groups = "; ".join(f"{what} ({count})" for what, count in left_out[:4])
-        notes.append(f"This report covers the {len(results)} trials of this plan only. Left out: "
-                     f"{n} trial run{'s' * (n != 1)} of other plans of this study, which differ "
-                     f"in: {groups}{'; ...' if len(left_out) > 4 else ''}.")
-    differs = [k for k, v in _environment(results).items() if v.startswith("DIFFERS")]
-    if differs:
-        notes.append(f"Warning: these trials were trained in different environments or code "
-                     f"(different {', '.join(differs)}: see Environment), so a difference "
-                     f"between variants may come from there.")
-    return notes
-
-
-def _environment(results: Any) -> dict[str, str]:
-    """What the trials were trained with, from their own records (``ablate.env.*`` tags): one
-    value per key, or every value with its trial count where the trials differ."""
-    env = {}
-    for column in [c for c in results.columns if c.startswith("env.")] + ["code"]:
-        values = results[column].fillna("").astype(str)
-        values = values[values != ""]
-        if values.empty:
-            continue
-        counts = values.value_counts()
-        name = "code fingerprint" if column == "code" else column[len("env."):].replace("_", " ")
-        env[name] = (counts.index[0] if len(counts) == 1 else
-                     "DIFFERS: " + ", ".join(f"{v} ({n} trial{'s' * (n != 1)})"
-                                             for v, n in counts.items()))
-    return env
-
-
 def _dry_run(study: Study, tracker: Any) -> int:
+    from ablate.status import is_done
+
     print_plan(study)
     study = _current(study, tracker)
     exp_id = tracker.experiment_id(study)
     done = tracker.trial_records(exp_id) if exp_id is not None else {}
-    pending = [t for t in study.trials
-               if done.get((t.variant.id, t.seed)) is None
-               or not done[(t.variant.id, t.seed)].done]
+    pending = [t for t in study.trials if not is_done(done.get((t.variant.id, t.seed)))]
     print(f"dry run: {len(study.trials) - len(pending)} trials done, {len(pending)} would run "
           f"(tracking store {tracker.uri}); nothing was trained.")
     for t in pending:
@@ -605,86 +428,14 @@ def _dry_run(study: Study, tracker: Any) -> int:
     return EXIT_OK
 
 
-def _check_data(study: Study) -> None:
-    """Load each distinct data config once and check what ``data=`` returns."""
+def _check(study: Study) -> None:
+    """Build each variant's model and load each distinct data config once (the built-in loop),
+    so a wrong model setting, a missing file or a wrong data type fails before any write."""
     if study.uses_builtin_loop:
-        from ablate.train.build import check_data
-
-        check_data(study)
-
-
-def _check_models(study: Study) -> None:
-    if study.uses_builtin_loop:
-        from ablate.train.build import check_models
+        from ablate.train.build import check_data, check_models
 
         check_models(study)
-
-
-def print_plan(study: Study) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    names = short_names(study.factors)
-    table = Table(title=f"study {study.name!r}: {study.design} design", title_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("variant")
-    table.add_column("label", overflow="fold")
-    for key in study.factors:
-        table.add_column(names[key])
-    for i, v in enumerate(study.variants):
-        cells = [_cell(v.levels[k], v.levels[k] != study.baseline[k]) for k in study.factors]
-        table.add_row(str(i), v.id, v.label, *cells)
-    console = Console() if Console().is_terminal else Console(width=200)
-    console.print(table)
-    n_var, n_seeds = len(study.variants), len(study.seeds)
-    if study.adaptive:
-        console.print(_adaptive_plan(study), highlight=False)
-    else:
-        console.print(
-            f"{n_var} variant{'s' * (n_var != 1)} x {n_seeds} seed{'s' * (n_seeds != 1)} "
-            f"{list(study.seeds)} = {n_var * n_seeds} trials; metric {study.metric} "
-            f"({study.mode})"
-        )
-    if study.min_effect is not None:
-        console.print(f"smallest effect of interest: ±{study.min_effect:g} {study.metric} "
-                      f"(min_effect): a comparison whose interval lies inside it is "
-                      f"negligible; one that crosses it is undecided", highlight=False)
-    if study.tune:
-        space = ", ".join(f"{k} {v}" for k, v in study.tune.items())
-        console.print(f"tuning: each variant first gets {study.tune_trials} tuning trials "
-                      f"(Optuna TPE, seed {study.tune_seed}) over {space}", highlight=False)
-    if study.resolution is not None:
-        console.print(f"fractional design of resolution {_roman(study.resolution)}; aliases:")
-        for effect, aliased in study.aliases.items():
-            console.print(f"  {effect} = {' = '.join(aliased)}", highlight=False)
-
-
-def _adaptive_plan(study: Study) -> str:
-    """What ``seeds="adaptive"`` will do, in a few lines."""
-    low, high, n_var = study.min_seeds, study.max_seeds, len(study.variants)
-    decided = "helps, hurts, negligible" if study.min_effect is not None else "helps, hurts"
-    return (
-        f"{n_var} variant{'s' * (n_var != 1)}, adaptive seeds: {low} to {high} per variant "
-        f"(seeds 0..{high - 1}): {n_var * low} to {n_var * high} trials; metric {study.metric} "
-        f"({study.mode})\n"
-        f"rule: every variant starts with seeds 0..{low - 1}; after each round each variant is "
-        f"compared with the baseline, paired by seed (group-sequential boundaries, Lan-DeMets "
-        f"O'Brien-Fleming-type spending over the looks at {low}..{high} seeds, step-down across "
-        f"the variants, alpha 0.05); a decided variant ({decided}, unstable) stops, the others "
-        f"and the baseline get the next seed, until {high}"
-        + ("" if study.min_effect is not None else
-           "; without min_effect a variant with no effect is never decided, so it runs to "
-           f"{high} seeds (set min_effect to stop it as negligible)"))
-
-
-def _cell(value: Any, changed: bool) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    text = text.replace("[", "\\[")
-    return f"[bold]{text}[/bold]" if changed else text
-
-
-def _roman(n: int) -> str:
-    return {3: "III", 4: "IV", 5: "V", 6: "VI"}.get(n, str(n))
+        check_data(study)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,14 @@ class StudyProgress:
         self.progress.update(self.study_task, total=self.total, completed=0)
         seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
         line = f"adaptive round: {self.total} trials scheduled, {seeds} seeds per variant"
+        self._say(line)
+
+    def workers_started(self, workers: int) -> None:
+        """Trials train in worker processes: no per-epoch bar, a line per trial as it ends."""
+        self._say(f"{workers} worker processes train the pending trials, one each at a time "
+                  f"(--workers 1: one after another in this process)")
+
+    def _say(self, line: str) -> None:
         if self.live:
             self.progress.console.print(line, highlight=False, markup=False)
         else:
@@ -89,10 +97,7 @@ class StudyProgress:
                 f"{outcome.trial.seed}: {outcome.status}{value}")
         if outcome.error:
             line += f"  ({outcome.error.strip().splitlines()[-1][:200]})"
-        if self.live:
-            self.progress.console.print(line, highlight=False, markup=False)
-        else:
-            print(line, flush=True)
+        self._say(line)
 
 
 def print_summary(
