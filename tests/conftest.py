@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import numpy as np
 import pytest
+
+# The suite runs on 2 pytest-xdist workers (pyproject.toml: -n 2 --dist loadgroup): many tests
+# wait on subprocesses, servers and Ray start-up, so two at a time roughly halve the wall time on
+# 2 cores. Each test file stays on one worker (its module fixtures are built once), and the files
+# that start Ray share one worker: two Ray instances at once would double the heaviest start-up.
+RAY_FILES = {"test_ray.py", "test_adaptive.py", "test_cluster.py"}
+
+# `ablate run` trains one trial after another in its own process unless a test asks for worker
+# processes (tests/test_workers.py): most tests are about what one trial does (interrupts, kills,
+# failures in order), and starting workers costs seconds per run. Subprocesses inherit this.
+os.environ["ABLATE_WORKERS"] = "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = item.path.name
+        group = "ray" if name in RAY_FILES else str(item.path.relative_to(config.rootpath))
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def write_cifar(folder, per_batch=4):

@@ -222,9 +222,9 @@ def test_cluster_address_with_a_local_store_is_refused_before_anything_runs(
 
 
 def test_cluster_storage_check(tmp_path, monkeypatch):
-    import ablate.execute as ex
+    import ablate.execute.cluster as ex
 
-    assert filesystem_type(Path("/")) is not None  # Linux: read from /proc/self/mounts
+    assert filesystem_type(Path("/")) is not None  # Linux: the mount table (psutil)
     check_cluster_storage(None, "sqlite:///x.db", "rel")  # a local Ray instance: anything goes
     check_cluster_storage("local", "file:./mlruns", "rel")
     for uri in ("sqlite:////abs/m.db", "file:///abs/mlruns", "/abs/mlruns", "mlruns",

@@ -158,6 +158,63 @@ def test_cnn_report_has_class_activation_maps(tmp_path, monkeypatch):
     assert peak.notna().all() == Path("/proc/self/clear_refs").exists()  # per trial, or none
 
 
+# The data factory imports ablate.data only when called (training), so that loading the study
+# file for the report imports none of it.
+LIGHT_CNN = """
+from ablate import Study
+from ablate.models import ConvNet
+
+def digits(**settings):
+    from ablate.data import digits as load
+    return load(**settings)
+
+study = Study("light", model=ConvNet, data=digits,
+              config={"model.widths": (4, 8), "data.image_size": 8, "train.epochs": 1,
+                      "train.keep_weights": True},
+              factors={"model.pool": ["adaptive_max", "max"]}, seeds=1)
+"""
+
+
+def test_report_loads_no_data_and_no_training_code(tmp_path, monkeypatch):
+    """`ablate report` reads the CAMs the trials recorded: no ablate.train, no ablate.data."""
+    import subprocess
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    study = tmp_path / "light.py"
+    study.write_text(LIGHT_CNN)
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    assert main(["run", str(study), "--tracking-uri", uri]) == 0
+    code = ("import sys; from ablate.cli import main; "
+            f"code = main(['report', {str(study)!r}, '--tracking-uri', {uri!r}]); "
+            "print('MODULES', code, *sorted(sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=600)
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("MODULES"))
+    code, *modules = line.split()[1:]
+    assert code == "0", proc.stderr
+    loaded = [m for m in modules
+              if m.startswith(("ablate.train", "ablate.data", "torchvision.datasets"))]
+    assert loaded == []
+    out = tmp_path / "reports" / "light"
+    assert (out / "cams.png").read_bytes()[:4] == b"\x89PNG"
+    assert "](cams.png)" in (out / "report.md").read_text()
+
+
+def test_trials_without_recorded_cams_are_named_not_rebuilt(tmp_path, monkeypatch):
+    """Trials trained before the loop recorded CAMs (simulated): the report says so."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("ablate.train.loop.log_cams", lambda run, model, data: None)
+    study = tmp_path / "light.py"
+    study.write_text(LIGHT_CNN)
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    assert main(["run", str(study), "--tracking-uri", uri]) == 0
+    assert main(["report", str(study), "--tracking-uri", uri]) == 0
+    out = tmp_path / "reports" / "light"
+    assert not (out / "cams.png").exists()
+    text = (out / "report.md").read_text()
+    assert "Class activation maps are not recorded for the trials of baseline, pool=max" in text
+
 FACTORIAL = """
 import random
 from ablate import Study

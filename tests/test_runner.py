@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import signal
@@ -16,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from ablate.cli import main
 from ablate.study import load_study
-from ablate.track import Tracker
+from ablate.track import SUMMARY, Tracker
 
 TINY = """
 from ablate import Study
@@ -379,7 +380,7 @@ def test_kept_weights_are_a_state_dict_artifact(tiny, tmp_path):
         model.load_state_dict(state)  # strict: exactly the trained model's parameters
 
 
-def test_results_and_history_dataframes_come_from_mlflow(tiny, tmp_path):
+def test_results_and_history_dataframes_come_from_mlflow(tiny, tmp_path, monkeypatch):
     import ablate
 
     uri = uri_of(tmp_path)
@@ -398,3 +399,25 @@ def test_results_and_history_dataframes_come_from_mlflow(tiny, tmp_path):
     assert len(acc) == 4 * 2 and set(acc["step"]) == {0, 1}
     final = acc[acc["step"] == 1].set_index("run_id")["value"]
     assert final.to_dict() == table.set_index("run_id")["final"].to_dict()
+    # the batched read gives exactly the rows of one MLflow read per run and key, in that order
+    client, tracker = MlflowClient(uri), Tracker(uri)
+    (tmp_path / "acts").mkdir()
+    skip = {"final_val_acc", "best_val_acc", *SUMMARY}
+    rows = []
+    for rec in table.itertuples():
+        head = (rec.run_id, rec.variant, rec.label, rec.seed)
+        for key in client.get_run(rec.run_id).data.metrics:
+            if key not in skip:
+                rows += [(*head, key, m.step, m.value)
+                         for m in client.get_metric_history(rec.run_id, key)]
+        if "activations.json" in {f.path for f in client.list_artifacts(rec.run_id)}:
+            local = client.download_artifacts(rec.run_id, "activations.json",
+                                              str(tmp_path / "acts"))
+            acts = json.loads(Path(local).read_text())
+            rows += [(*head, key, step, value) for step, row in zip(acts["steps"], acts["values"])
+                     for key, value in zip(acts["keys"], row)]
+    assert any(key.startswith("act_std/") for key in hist["key"])
+    assert list(hist.itertuples(index=False, name=None)) == rows
+    store = type(tracker.client._tracking_client.store)
+    monkeypatch.delattr(store, "get_metric_history_bulk")  # a store without bulk reads
+    assert list(tracker.history(study).itertuples(index=False, name=None)) == rows

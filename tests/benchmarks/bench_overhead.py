@@ -34,6 +34,7 @@ from torch.optim.lr_scheduler import OneCycleLR
 
 from ablate import execute
 from ablate.data import ImageData, digits
+from ablate.execute import trial as lifecycle
 from ablate.models import ConvNet
 from ablate.study import TRAIN_DEFAULTS, Study, load_study
 from ablate.track import Tracker
@@ -51,7 +52,7 @@ CONFIGS = {  # label -> (path, train.activation_stats)
     "fit(), no-op sink, act. stats off": ("fit", False),
 }
 TRACKER_METHODS = ("trial_record", "start_trial", "set_tags", "log_metrics", "end_trial")
-FREE = "gc.collect() in execute._free_memory"  # run at the end of every trial
+FREE = "gc.collect() in execute.trial._free_memory"  # run at the end of every trial
 
 
 def quick_workload(small: bool) -> tuple[str, dict, ImageData]:
@@ -86,8 +87,8 @@ class Ablate:
         self.call_seconds: dict[str, float] = {}  # call -> seconds in the last trial
         for name in TRACKER_METHODS:
             setattr(self.tracker, name, self._timed(name, getattr(self.tracker, name)))
-        if hasattr(execute, "_free_memory"):  # timed in place (run_trial looks it up by name)
-            execute._free_memory = self._timed(FREE, execute._free_memory)
+        if hasattr(lifecycle, "_free_memory"):  # timed in place (run_trial looks it up by name)
+            lifecycle._free_memory = self._timed(FREE, lifecycle._free_memory)
 
     def _timed(self, name, method):
         def call(*args, **kwargs):

@@ -4,7 +4,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ablate.models.convnet import ConvNet
-from ablate.report.cams import cam_figure, class_activation_maps, pick_images
+from ablate.report.cams import NO_WEIGHTS, NOT_RECORDED, cam_figure, not_recorded
+from ablate.train.artifacts import cam_record, class_activation_maps, pick_images
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CLASSES = ["zero", "one", "two"]
@@ -13,6 +14,12 @@ CLASSES = ["zero", "one", "two"]
 def make_model(seed=0, in_channels=1, **kwargs):
     torch.manual_seed(seed)
     return ConvNet(widths=(4, 8), in_channels=in_channels, image_size=8, num_classes=3, **kwargs)
+
+
+def records(rows, images, labels, mean, std, classes):
+    """What each trial records when it ends (cams.npz), for ``(label, model or None)`` rows."""
+    return [(label, NO_WEIGHTS if m is None else cam_record(m, images, labels, mean, std, classes))
+            for label, m in rows]
 
 
 def make_images(n=5, channels=1, seed=0):
@@ -63,10 +70,10 @@ def test_no_cam_rows(tmp_path):
     assert class_activation_maps(nn.Linear(64, 3), images) is None
     args = (images, labels, (0.5,), (0.25,), CLASSES)
     rows = [("baseline", make_model()), ("pool=max", flat), ("crashed", None)]
-    path = cam_figure(rows, *args, tmp_path / "cams.png")
+    path = cam_figure(records(rows, *args), tmp_path / "cams.png")
     data = path.read_bytes()
     assert data.startswith(PNG_SIGNATURE) and len(data) > 5000
-    assert cam_figure(rows[1:], *args, tmp_path / "none.png") is None
+    assert cam_figure(records(rows[1:], *args), tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
 
 
@@ -76,8 +83,20 @@ def test_cam_figure_rgb(tmp_path):
         (f"variant {i}, with a long label", make_model(seed=i, in_channels=3)) for i in range(3)
     ]
     rows[1] = ("pool=max", make_model(in_channels=3, pool="max"))
-    path = cam_figure(rows, images, labels, (0.5,) * 3, (0.25,) * 3, CLASSES, tmp_path / "c.png")
+    rows = records(rows, images, labels, (0.5,) * 3, (0.25,) * 3, CLASSES)
+    path = cam_figure(rows, tmp_path / "c.png")
     assert path.read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_trials_without_a_record_are_named(tmp_path):
+    images, labels = make_images(4), torch.tensor([0, 1, 2, 0])
+    args = (images, labels, (0.5,), (0.25,), CLASSES)
+    rows = [("baseline", NOT_RECORDED), ("wide", NOT_RECORDED), ("crashed", NO_WEIGHTS)]
+    assert cam_figure(rows, tmp_path / "none.png") is None
+    assert not_recorded(rows) == ["baseline", "wide"]
+    rows = [*records([("new", make_model())], *args), *rows]
+    assert cam_figure(rows, tmp_path / "c.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert not_recorded(records([("new", make_model()), ("gone", None)], *args)) == []
 
 
 def test_pick_images():
