@@ -7,23 +7,19 @@ study, usage or environment (nothing was trained); 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ablate.plan_view import print_plan
+from ablate.runcheck import StoreLost, UsageError, changed_code, current, dry_run, store_lost
 from ablate.study import Study, StudyError, StudySource, parse_override
 from ablate.ui import UI_ENV, serve_ui, ui_base, ui_command  # noqa: F401 - UI_ENV: cli.UI_ENV
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class UsageError(Exception):
-    """Bad command-line input or environment, reported with exit code 2."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -239,12 +235,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             tracker.check()
         except (TrackingError, EnvironmentProblem) as exc:
             raise UsageError(str(exc)) from None
-        _changed_code(study, tracker, args)
+        changed_code(study, tracker, args)
         if args.dry_run:
-            return _dry_run(study, tracker)
+            return dry_run(study, tracker)
         from ablate.progress import StudyProgress
 
-        with StudyProgress(study) as progress, _store_lost(tracker.uri):
+        with StudyProgress(study) as progress, store_lost(tracker.uri):
             from ablate.execute import StudyFile
 
             source = StudyFile.of(study_source(args))
@@ -271,76 +267,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                                                    on_round=progress.round_started)
                 except EnvironmentProblem as exc:
                     raise UsageError(str(exc)) from None
-            study = _current(study, tracker)
+            study = current(study, tracker)
             table = tracker.results(study)
     from ablate.progress import print_summary
 
     print_summary(study, table, outcomes, runs, tracker.uri)
     failed = (table["status"] == "failed").any() or any(o.status == "failed" for o in outcomes)
     return EXIT_FAILED if failed else EXIT_OK
-
-
-def _current(study: Study, tracker: Any) -> Study:
-    """An adaptive study as far as its recorded trials have scheduled it; any other as it is."""
-    if not study.adaptive:
-        return study
-    from ablate.execute import next_round
-
-    return next_round(study, tracker)
-
-
-def _changed_code(study: Study, tracker: Any, args: argparse.Namespace) -> None:
-    """Finished trials trained with other code are reused or retrained only when asked."""
-    from ablate.execute import changed_trials
-
-    exp_id = tracker.experiment_id(study)
-    if exp_id is None:
-        return
-    changed = changed_trials(study, tracker.trial_records(exp_id))
-    if not changed or args.keep_changed:
-        return
-    if args.rerun_changed:
-        if not args.dry_run:
-            tracker.replace_trials(changed)
-        print(f"{len(changed)} finished trial(s) were trained with other code: training them "
-              f"again (the old runs are kept, tagged ablate.replaced=true).", flush=True)
-        return
-    raise UsageError(
-        f"{len(changed)} of the plan's {len(study.trials)} trials finished with other code "
-        f"(code fingerprint {changed[0].code or 'unrecorded'}, now {study.fingerprint}: the study "
-        f"file or the source of its model, data or train function changed since). Fix: pass "
-        f"--rerun-changed to train them again with the current code (the old runs are kept), "
-        f"or --keep-changed to reuse their results. Nothing was trained."
-    )
-
-
-class StoreLost(Exception):
-    """The tracking store failed mid-study (exit 1: a trial could not be recorded)."""
-
-
-@contextlib.contextmanager
-def _store_lost(uri: str) -> Iterator[None]:
-    """A tracking store that fails mid-study (a server gone, a database file deleted) ends the
-    study with one clear message, whichever call noticed it first."""
-    from ablate.track import TrackingError
-
-    try:
-        yield
-    except TrackingError as exc:
-        raise StoreLost(str(exc)) from None
-    except Exception as exc:
-        if not type(exc).__module__.startswith(_STORE_ERRORS):
-            raise
-        from ablate.track import describe_failure
-
-        raise StoreLost(
-            f"the tracking store {uri} failed mid-study ({describe_failure(exc)}). What "
-            f"was logged before is kept, and so are the checkpoints: run `ablate run` again when "
-            f"the store is back, and interrupted trials resume in their MLflow runs."
-        ) from None
-
-
-_STORE_ERRORS = ("mlflow", "sqlalchemy", "sqlite3", "requests", "urllib3", "psycopg2")
 
 
 def _ray_options(args: argparse.Namespace) -> Any:
@@ -409,23 +342,6 @@ def cmd_ui(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return serve_ui(ui_command(uri, args.host, args.port), uri, base)
-
-
-def _dry_run(study: Study, tracker: Any) -> int:
-    from ablate.status import is_done
-
-    print_plan(study)
-    study = _current(study, tracker)
-    exp_id = tracker.experiment_id(study)
-    done = tracker.trial_records(exp_id) if exp_id is not None else {}
-    pending = [t for t in study.trials if not is_done(done.get((t.variant.id, t.seed)))]
-    print(f"dry run: {len(study.trials) - len(pending)} trials done, {len(pending)} would run "
-          f"(tracking store {tracker.uri}); nothing was trained.")
-    for t in pending:
-        record = done.get((t.variant.id, t.seed))
-        state = f"{record.status}, resumes" if record else "new"
-        print(f"  {t.variant.label} seed {t.seed} ({t.key}): {state}")
-    return EXIT_OK
 
 
 def _check(study: Study) -> None:
