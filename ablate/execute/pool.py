@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate.execute.cluster import absolute_uri
+from ablate.execute.files import EnvironmentProblem
 from ablate.execute.local import _run_round, in_rounds, prepare, sigterm_as_interrupt
 from ablate.execute.ray import MAX_RETRIES, TrialResult, _lost
 from ablate.execute.ship import StudyFile
@@ -112,6 +113,8 @@ def pool_trial(source: StudyFile, key: str, uri: str, root: str,
             result = TrialResult("study-error", error=str(exc))
         except TrackingError as exc:
             result = TrialResult("tracking-error", error=str(exc))
+        except EnvironmentProblem as exc:  # e.g. an unwritable checkpoint: stop, as in process
+            result = TrialResult("environment-error", error=str(exc))
     return result, [_note(w) for w in caught]
 
 
@@ -290,6 +293,8 @@ def _collect(future: Future[Any], trial: Trial, tracker: Tracker, runs: StudyRun
         raise StudyError(result.error)
     if result.status == "tracking-error":
         raise TrackingError(result.error)
+    if result.status == "environment-error":
+        raise EnvironmentProblem(f"in a worker process: {result.error}")
     return Outcome(trial, result.status, result.run_id, result.value, result.error)
 
 
