@@ -49,8 +49,14 @@ def train(config, run):
             state["value"] += 0.5
             run.log({"loss": 1.0 / (epoch + 1), "score": state["value"]}, step=epoch)
             run.save_checkpoint({"epoch": epoch + 1, "value": state["value"]})
-            if epoch == 0:
-                Path(PIDS, f"{mode}-{run.seed}").write_text(str(os.getpid()))
+            if epoch == 0:  # atomically: a reader never sees a half-written pid
+                tmp = Path(PIDS).parent / f".pid-{mode}-{run.seed}"
+                tmp.write_text(str(os.getpid()))
+                os.replace(tmp, Path(PIDS, f"{mode}-{run.seed}"))
+                if mode == HOLD:  # wait to be killed (a resumed trial starts past epoch 0)
+                    end = time.time() + 300
+                    while time.time() < end:
+                        time.sleep(0.05)
     finally:
         with open(CALLS, "a") as f:
             f.write(f"{os.getpid()} {mode} {run.seed} {t0} {time.time()}\\n")
@@ -68,9 +74,10 @@ study = Study(
 UNTIMED = ("train_seconds", "peak_mem_mb")  # wall-clock figures: differ run to run
 
 
-def user_study(tmp_path: Path, modes, *, epochs=4, seeds=2, sleep=0.0) -> Path:
+def user_study(tmp_path: Path, modes, *, epochs=4, seeds=2, sleep=0.0,
+               hold: str | None = None) -> Path:
     (tmp_path / "pids").mkdir(exist_ok=True)
-    return write(tmp_path, USER, MODES=modes, EPOCHS=epochs, SEEDS=seeds, SLEEP=sleep,
+    return write(tmp_path, USER, MODES=modes, EPOCHS=epochs, SEEDS=seeds, SLEEP=sleep, HOLD=hold,
                  RESUMED=str(tmp_path / "resumed"), CALLS=str(tmp_path / "calls"),
                  PIDS=str(tmp_path / "pids"))
 
@@ -283,14 +290,14 @@ def test_trial_exception_fails_once_and_the_others_finish(ray_local, tmp_path):
 
 @needs_ray
 def test_killed_worker_is_retried_and_resumes_from_its_checkpoint(ray_local, tmp_path):
-    path = user_study(tmp_path, ["a", "b"], epochs=6, seeds=1, sleep=0.3)
+    # trial a's first attempt waits after its first checkpoint until it is killed
+    path = user_study(tmp_path, ["a", "b"], epochs=6, seeds=1, sleep=0.3, hold="a")
     uri, ck = uri_of(tmp_path), tmp_path / "ck"
     pid_file = tmp_path / "pids" / "a-0"
     killed: list[int] = []
 
     def killer() -> None:
-        if wait_for(pid_file.exists, 120):
-            time.sleep(0.1)  # let the write finish
+        if wait_for(pid_file.exists, 300):
             pid = int(pid_file.read_text())
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
@@ -319,13 +326,12 @@ def test_worker_dying_more_than_max_retries_fails_the_trial_and_a_rerun_resumes(
     from ablate.study import load_study
     from ablate.track import Tracker
 
-    path = user_study(tmp_path, ["a", "b"], epochs=5, seeds=1, sleep=0.3)
+    path = user_study(tmp_path, ["a", "b"], epochs=5, seeds=1, sleep=0.3, hold="a")
     uri, ck = uri_of(tmp_path), tmp_path / "ck"
     pid_file = tmp_path / "pids" / "a-0"
 
-    def killer() -> None:
-        if wait_for(pid_file.exists, 120):
-            time.sleep(0.1)
+    def killer() -> None:  # trial a's first attempt waits for it after its first checkpoint
+        if wait_for(pid_file.exists, 300):
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
     thread = threading.Thread(target=killer, daemon=True)
