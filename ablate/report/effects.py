@@ -5,7 +5,8 @@
   levels; in a full factorial, every *two-factor interaction* (the difference of differences:
   how much factor B's effect changes when factor A changes) and the *simple effects* of every
   other factor within each level of the *dominant* factor (the one with the largest main
-  effect). Averages are over the combinations of the other factors where both levels were run
+  effect; among main effects as large within its 95% interval, the first factor in the study's
+  order). Averages are over the combinations of the other factors where both levels were run
   (matched cells); a fractional design has no matched cells, so there a main effect is the
   difference of the two levels' means over the design's cells (aliased as the design says).
 * **Other designs** (one at a time, explicit): each variant against the baseline, plus every
@@ -22,6 +23,7 @@ from itertools import combinations
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from ablate.report.inference import Contrast, decide, estimate
 from ablate.report.sequential import rules, scheduled
@@ -200,11 +202,19 @@ def effects(results: pd.DataFrame, spec: ReportSpec, alpha: float = 0.05) -> pd.
 
 
 def dominant_factor(family: pd.DataFrame) -> str | None:
-    """The factor whose main effect is largest in absolute size (its simple effects are shown)."""
+    """The factor whose simple effects are shown: the one with the largest main effect in
+    absolute size, unless others are as large within that effect's 95% interval — then the first
+    of those in the study's order, so that noise between main effects of about the same size does
+    not change which factor the report conditions on (e.g. between 1 and 2 torch threads)."""
     main = family[family["kind"] == "main"] if len(family) else family
     if main.empty or main["diff"].isna().all():
         return None
-    return main.loc[main["diff"].abs().idxmax(), "factor"]
+    size = main["diff"].abs()
+    top = size.idxmax()
+    n = int(main.loc[top, "n_pairs"])
+    half = float(stats.t.ppf(0.975, n - 1) * main.loc[top, "se"]) if n >= 2 else 0.0
+    tied = main[size >= size[top] - (half if np.isfinite(half) else 0.0)]
+    return tied["factor"].iloc[0]  # the family lists main effects in the study's factor order
 
 
 def trivial_cells(results: pd.DataFrame, spec: ReportSpec) -> dict | None:

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from ablate.report import compare, effects
-from ablate.report.effects import trivial_cells, without_trivial
+from ablate.report.effects import dominant_factor, trivial_cells, without_trivial
 from ablate.report.inference import holm_confidence
 from ablate.report.validation import factorial_error_rates, simulate, simulate_factorial
 
@@ -144,3 +144,38 @@ def test_a_large_main_effect_is_not_a_trivial_cell():
     assert trivial_cells(results, spec) is None  # not an accuracy, no chance level given
     results["final"] = 0.6 + 0.3 * results["a"] + 0.001 * results["final"]
     assert trivial_cells(results, replace(spec, metric="val_acc")) is None  # floor above 0.5
+
+
+def _main_family(diffs: dict[str, float], se: float, n: int = 10) -> pd.DataFrame:
+    return pd.DataFrame([{"kind": "main", "factor": f, "diff": d, "se": se, "n_pairs": n}
+                         for f, d in diffs.items()])
+
+
+def test_the_dominant_factor_breaks_near_ties_by_the_study_order():
+    """Main effects within the largest one's 95% interval are a tie, decided by the factors'
+    order, so noise (e.g. 1 vs 2 torch threads) does not change which factor the simple effects
+    are conditioned on; a clearly larger effect still wins."""
+    tied = _main_family({"bn": -0.055, "res": -0.057, "k": -0.03}, se=0.005)
+    assert dominant_factor(tied) == "bn"  # |res| larger by 0.002, half-CI 0.011
+    clear = _main_family({"bn": -0.040, "res": -0.057, "k": -0.03}, se=0.005)
+    assert dominant_factor(clear) == "res"
+    exact = _main_family({"bn": -0.040, "res": -0.057}, se=0.0)  # no interval: the largest
+    assert dominant_factor(exact) == "res"
+
+
+def test_simple_effects_follow_the_first_of_two_tied_factors_in_the_report():
+    # a and b matter equally (1 SD each, in opposite directions), c not at all; b's sample
+    # effect may come out larger, but the simple effects are within a, and the report says why
+    for seed in range(4):
+        results, spec = simulate_factorial(
+            lambda cell: 1.0 * cell["a"] - 1.0 * cell["b"], {"a": [0, 1], "b": [0, 1],
+                                                          "c": [0, 1]}, 8,
+            np.random.default_rng(seed))
+        table = effects(results, spec)
+        simple = table[table["kind"] == "simple"]["term"]
+        assert simple.str.endswith(("when a=0", "when a=1")).all(), list(simple)
+    from ablate.report.sections.factorial import factorial_details
+
+    text = "\n".join(factorial_details(results, table, compare(results, spec), spec))
+    assert "### Simple effects within each level of a" in text
+    assert "a's main effect is as large as the largest (b's) within its 95% interval" in text

@@ -26,12 +26,13 @@ def factorial_details(results, family, comparison, spec) -> list[str]:
     simple = family[family["kind"] == "simple"]
     dominant = dominant_factor(family)
     if len(simple) and dominant is not None:
-        name = escape(short_names(spec.factors)[dominant])
+        names = short_names(spec.factors)
+        name = escape(names[dominant])
         lines += [
             f"### Simple effects within each level of {name}",
             "",
-            f"{name} has the largest main effect; each other factor's effect within each of its "
-            "levels (same Holm family as the table above):",
+            f"{_why_dominant(family, dominant, names)}; each other factor's effect within each of "
+            "its levels (same Holm family as the table above):",
             "",
             effects_table(simple, spec, "Effect"),
             "",
@@ -47,6 +48,18 @@ def factorial_details(results, family, comparison, spec) -> list[str]:
         "",
     ]
     return lines
+
+
+def _why_dominant(family: pd.DataFrame, dominant: str, names: dict[str, str]) -> str:
+    """Why the simple effects are within ``dominant``: its main effect is the largest, or as
+    large as the largest within that one's interval and first in the study's order."""
+    main = family[family["kind"] == "main"]
+    top = main.loc[main["diff"].abs().idxmax(), "factor"]
+    if top == dominant:
+        return f"{escape(names[dominant])} has the largest main effect"
+    return (f"{escape(names[dominant])}'s main effect is as large as the largest "
+            f"({escape(names[top])}'s) within its 95% interval, and {escape(names[dominant])} "
+            "comes first in the study's factors")
 
 
 def _trivial_section(results: pd.DataFrame, spec: ReportSpec) -> list[str]:
