@@ -247,6 +247,12 @@ def test_factorial_report_finds_main_effect_and_interaction(tmp_path, monkeypatc
     opening = text.split("## Conclusion", 1)[1].split("\n|", 1)[0]
     assert opening.index("**Helps:**") < opening.index("**Interactions:**")
     assert "Of 10 tests: " in opening
+    # a's main effect is an average over b, on which it depends; the sentences say so
+    helps = next(line for line in opening.splitlines() if line.startswith("- **Helps:**"))
+    assert re.search(r"a: 0 → 1 \([^)]*; depends on b\)", helps), helps
+    # what the data cannot tell includes the simple effects, e.g. c within each level of a
+    unclear = next(line for line in opening.splitlines() if line.startswith("- **Cannot tell"))
+    assert escape("c: 0 → 1, when a=0") in unclear and escape("c: 0 → 1, when a=1") in unclear
 
 
 LEVELS = """

@@ -358,7 +358,7 @@ def cost_plot(results: pd.DataFrame, spec: ReportSpec, path: str | Path) -> Path
                      label="Pareto front")
         _label_points(axes[0], fig, front[main], front["mean"],
                       [_wrap(label, 24) for label in front["label"]])
-    axes[0].legend(fontsize=7, loc="lower right")
+    axes[0].legend(fontsize=7, loc="best")
     fig.suptitle("Metric against cost", fontsize=10)
     return _save(fig, path)
 

@@ -155,12 +155,12 @@ def test_the_dominant_factor_breaks_near_ties_by_the_study_order():
     """Main effects within the largest one's 95% interval are a tie, decided by the factors'
     order, so noise (e.g. 1 vs 2 torch threads) does not change which factor the simple effects
     are conditioned on; a clearly larger effect still wins."""
-    tied = _main_family({"bn": -0.055, "res": -0.057, "k": -0.03}, se=0.005)
-    assert dominant_factor(tied) == "bn"  # |res| larger by 0.002, half-CI 0.011
+    tied = _main_family({"res": -0.057, "k": -0.03, "bn": -0.055}, se=0.005)  # any row order
+    assert dominant_factor(tied, ["bn", "res", "k"]) == "bn"  # |res| larger by 0.002, half-CI 0.011
     clear = _main_family({"bn": -0.040, "res": -0.057, "k": -0.03}, se=0.005)
-    assert dominant_factor(clear) == "res"
+    assert dominant_factor(clear, ["bn", "res", "k"]) == "res"
     exact = _main_family({"bn": -0.040, "res": -0.057}, se=0.0)  # no interval: the largest
-    assert dominant_factor(exact) == "res"
+    assert dominant_factor(exact, ["bn", "res"]) == "res"
 
 
 def test_simple_effects_follow_the_first_of_two_tied_factors_in_the_report():
@@ -179,3 +179,18 @@ def test_simple_effects_follow_the_first_of_two_tied_factors_in_the_report():
     text = "\n".join(factorial_details(results, table, compare(results, spec), spec))
     assert "### Simple effects within each level of a" in text
     assert "a's main effect is as large as the largest (b's) within its 95% interval" in text
+
+
+def test_main_effects_are_ordered_by_their_own_size_not_by_a_simple_effect():
+    from ablate.report.sections.conclusion import display_order
+
+    family = pd.DataFrame([
+        {"kind": "main", "factor": "res", "term": "res", "diff": -0.055},
+        {"kind": "main", "factor": "k", "term": "k", "diff": -0.032},
+        {"kind": "main", "factor": "bn", "term": "bn", "diff": -0.057},
+        {"kind": "interaction", "factor": "bn × res", "term": "bn × res", "diff": -0.11},
+        {"kind": "simple", "factor": "res", "term": "res, when bn=False", "diff": -0.111},
+        {"kind": "simple", "factor": "k", "term": "k, when bn=False", "diff": -0.063},
+    ])
+    assert list(display_order(family)["term"]) == [
+        "bn", "res", "k", "bn × res", "res, when bn=False", "k, when bn=False"]

@@ -62,10 +62,11 @@ def display_order(family: pd.DataFrame) -> pd.DataFrame:
     simple effects; other designs keep the study's order."""
     if family.empty or not family["kind"].isin(["main", "interaction"]).any():
         return family
-    family = family.assign(_size=family["diff"].abs().fillna(-1))
-    family["_factor"] = family.groupby("factor")["_size"].transform("max")
-    main = family[family["kind"] == "main"].sort_values(["_factor", "factor", "_size"],
-                                                        ascending=False)
+    family = family.assign(_size=family["diff"].abs().fillna(-1), _factor=np.nan)
+    main = family[family["kind"] == "main"]
+    # a factor's rank: its largest main effect (not a simple effect within another factor)
+    main = main.assign(_factor=main.groupby("factor")["_size"].transform("max")).sort_values(
+        ["_factor", "factor", "_size"], ascending=False)
     inter = family[family["kind"] == "interaction"].sort_values("_size", ascending=False)
     simple = family[family["kind"] == "simple"]
     return pd.concat([main, inter, simple]).drop(columns=["_factor", "_size"])
@@ -76,15 +77,32 @@ def first_table_rows(family: pd.DataFrame) -> pd.DataFrame:
     return family[family["kind"] != "simple"] if len(family) else family
 
 
-def _phrase(row: pd.Series, metric: str) -> str:
+def _phrase(row: pd.Series, metric: str, depends: dict[str, list[str]] | None = None) -> str:
     """``term (val_acc +0.08 ± 0.06, p = 0.010)`` for running text; an interaction says what
-    its difference of differences is."""
+    its difference of differences is, and a main effect the factors it depends on (``depends``:
+    factor -> short names of the factors of its found interactions)."""
     g = f", g_z = {format_number(row['hedges_g'])}" if np.isfinite(row["hedges_g"]) else ""
     estimate = plus_minus(row["diff"], row["ci_low"], row["ci_high"], signed=True)
     if row["kind"] == "interaction":
         return (f"{escape(row['term'])} ({metric} {estimate}, {p_phrase(row['p_holm'])}: "
                 f"{escape(row['meaning'])})")
-    return f"{escape(row['term'])} ({metric} {estimate}{g}, {p_phrase(row['p_holm'])})"
+    others = (depends or {}).get(row["factor"], []) if row["kind"] == "main" else []
+    average = f"; depends on {' and '.join(escape(o) for o in others)}" if others else ""
+    return f"{escape(row['term'])} ({metric} {estimate}{g}, {p_phrase(row['p_holm'])}{average})"
+
+
+def _dependencies(family: pd.DataFrame, spec: ReportSpec) -> dict[str, list[str]]:
+    """factor -> short names of the factors it has a found interaction with."""
+    names = short_names(spec.factors)
+    found = family[(family["kind"] == "interaction")
+                   & (family["outcome"] == "interaction found")]["factor"]
+    out: dict[str, list[str]] = {}
+    for pair in found:
+        fa, fb = pair.split(" × ")
+        out.setdefault(fa, []).append(names.get(fb, fb))
+        out.setdefault(fb, []).append(names.get(fa, fa))
+    order = list(names.values())
+    return {f: sorted(set(v), key=order.index) for f, v in out.items()}
 
 
 def _named(items: list[str]) -> str:
@@ -110,11 +128,12 @@ def _findings(family: pd.DataFrame, comparison: pd.DataFrame, spec: ReportSpec) 
     """The opening sentences, each group ordered by effect size."""
     metric = escape(spec.metric)
     lines = []
+    depends = _dependencies(family, spec)
     for outcome, title in (("helps", "Helps"), ("hurts", "Hurts"),
                            ("interaction found", "Interactions")):
         rows = _by_size(family[family["outcome"] == outcome])
         if len(rows):
-            items = [_phrase(r, metric) for _, r in rows.iterrows()]
+            items = [_phrase(r, metric, depends) for _, r in rows.iterrows()]
             lines.append(f"- **{title}:** {_named(items)}.")
     lost = comparison[comparison["outcome"].isin(["unstable", "all diverged", "all failed"])]
     if len(lost):
@@ -127,8 +146,7 @@ def _findings(family: pd.DataFrame, comparison: pd.DataFrame, spec: ReportSpec) 
                  for _, r in negligible.iterrows()]
         lines.append(f"- **Negligible** (the whole interval lies inside ±{band(spec)}, the "
                      f"smallest effect that matters: these do not matter): {_named(items)}.")
-    unclear = _by_size(family[family["outcome"].isin(["no clear effect", "undecided"])
-                              & (family["kind"] != "simple")])
+    unclear = _by_size(family[family["outcome"].isin(["no clear effect", "undecided"])])
     if len(unclear):
         items = [f"{escape(r['term'])} ({interval(r['ci_low'], r['ci_high'])})"
                  for _, r in unclear.iterrows()]
