@@ -192,7 +192,8 @@ def effects(results: pd.DataFrame, spec: ReportSpec, alpha: float = 0.05) -> pd.
     lookup = _Cells(cells)
     contrasts = _main_effects(cells, lookup, spec, names)
     if spec.design == "full_factorial" and len(cells.columns) > 1:
-        dominant = dominant_factor(estimate(contrasts, values, outcome, counts))
+        dominant = dominant_factor(estimate(contrasts, values, outcome, counts),
+                                   list(spec.factors))
         contrasts += _interactions(cells, lookup, spec, names)
         if dominant is not None:
             contrasts += _simple_effects(cells, lookup, spec, names, dominant)
@@ -201,11 +202,12 @@ def effects(results: pd.DataFrame, spec: ReportSpec, alpha: float = 0.05) -> pd.
     return decide(estimate(contrasts, values, outcome, counts), alpha, spec.mode, **rule)
 
 
-def dominant_factor(family: pd.DataFrame) -> str | None:
+def dominant_factor(family: pd.DataFrame, order: list[str]) -> str | None:
     """The factor whose simple effects are shown: the one with the largest main effect in
     absolute size, unless others are as large within that effect's 95% interval — then the first
-    of those in the study's order, so that noise between main effects of about the same size does
-    not change which factor the report conditions on (e.g. between 1 and 2 torch threads)."""
+    of those in ``order`` (the study's factors), so that noise between main effects of about the
+    same size does not change which factor the report conditions on (e.g. between 1 and 2 torch
+    threads)."""
     main = family[family["kind"] == "main"] if len(family) else family
     if main.empty or main["diff"].isna().all():
         return None
@@ -213,8 +215,8 @@ def dominant_factor(family: pd.DataFrame) -> str | None:
     top = size.idxmax()
     n = int(main.loc[top, "n_pairs"])
     half = float(stats.t.ppf(0.975, n - 1) * main.loc[top, "se"]) if n >= 2 else 0.0
-    tied = main[size >= size[top] - (half if np.isfinite(half) else 0.0)]
-    return tied["factor"].iloc[0]  # the family lists main effects in the study's factor order
+    tied = set(main.loc[size >= size[top] - (half if np.isfinite(half) else 0.0), "factor"])
+    return next(f for f in order if f in tied)
 
 
 def trivial_cells(results: pd.DataFrame, spec: ReportSpec) -> dict | None:

@@ -24,7 +24,7 @@ def factorial_details(results, family, comparison, spec) -> list[str]:
         return []
     lines = ["## Factorial analysis", ""]
     simple = family[family["kind"] == "simple"]
-    dominant = dominant_factor(family)
+    dominant = dominant_factor(family, list(spec.factors))
     if len(simple) and dominant is not None:
         names = short_names(spec.factors)
         name = escape(names[dominant])
