@@ -30,7 +30,7 @@ def format_number(x: float | None, signed: bool = False) -> str:
     """3 significant digits; thousands without exponent; ``—`` if missing."""
     if x is None or _missing(x):
         return DASH
-    if abs(x) >= 1000:
+    if abs(float(f"{x:.3g}")) >= 1000:  # 999.6 rounds to 1000: "1,000", not "1e+03"
         return f"{x:+,.0f}" if signed else f"{x:,.0f}"
     return f"{x:+.3g}" if signed else f"{x:.3g}"
 
@@ -114,4 +114,6 @@ def format_seconds(s: float) -> str:
 def format_mb(mb: float) -> str:
     if _missing(mb):
         return DASH
-    return f"{mb / 1024:.3g} GiB" if mb >= 1024 else f"{mb:.3g} MiB"
+    if mb >= 1024:
+        return f"{mb / 1024:.3g} GiB"
+    return f"{mb:.3g} MiB" if mb < 100 else f"{mb:.0f} MiB"  # 1004 MiB, never "1e+03 MiB"

@@ -185,8 +185,13 @@ def seed_plot(results: pd.DataFrame, spec: ReportSpec, path: str | Path) -> Path
     with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib's deprecated `vert`
         warnings.simplefilter("ignore", DeprecationWarning)
         sns.boxplot(data, x="final", y="label", order=order, color="0.92", showfliers=False, ax=ax)
-    sns.stripplot(data, x="final", y="label", order=order, hue="seed", jitter=0.15, size=5,
-                  palette=sns.color_palette("tab10", data["seed"].nunique()), ax=ax)
+    state = np.random.get_state()  # seaborn jitters with numpy's global generator: seed it, so
+    np.random.seed(0)  # the same results draw the same figure, and leave the caller's state
+    try:
+        sns.stripplot(data, x="final", y="label", order=order, hue="seed", jitter=0.15, size=5,
+                      palette=sns.color_palette("tab10", data["seed"].nunique()), ax=ax)
+    finally:
+        np.random.set_state(state)
     for i, row in summary.iterrows():
         lost = [f"{row[f'n_{s}']} {s}" for s in ("diverged", "failed") if row[f"n_{s}"]]
         if lost:

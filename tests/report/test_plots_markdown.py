@@ -19,7 +19,7 @@ from ablate.report import (
     seed_plot,
     write_report,
 )
-from ablate.report.fmt import escape, format_p, plus_minus
+from ablate.report.fmt import escape, format_mb, format_number, format_p, plus_minus
 
 FACTORS = {
     "model.batch_norm": [True, False],
@@ -241,6 +241,10 @@ def test_readable_numbers():
     assert plus_minus(-0.0016, -0.0516, 0.0484, signed=True) == "-0.002 ± 0.050"
     assert plus_minus(0.0004, -0.11, 0.11, signed=True) == "0.00 ± 0.11"  # no sign on zero
     assert interval(-0.153, 0.112) == "-0.15 to +0.11"
+    assert format_number(999.6) == "1,000" and format_number(1004.2) == "1,004"  # no "1e+03"
+    assert format_number(-999.7, signed=True) == "-1,000" and format_number(999.4) == "999"
+    assert format_mb(1004.2) == "1004 MiB" and format_mb(12.34) == "12.3 MiB"
+    assert format_mb(2048) == "2 GiB"
 
 
 def test_first_screen_is_narrow_and_answers(report):
@@ -252,3 +256,18 @@ def test_first_screen_is_narrow_and_answers(report):
     assert len(re.findall(r"(?<!\\)\|", header)) - 1 == 5  # five columns fit a GitHub page
     assert "Hedges" not in header and "Params" not in header
     assert "## Variants and costs" in text and "FLOPs/sample" in text
+
+
+def test_the_seed_plot_is_the_same_for_the_same_results(tmp_path):
+    """Its jitter is seeded, so regenerating a report does not change a committed figure; the
+    caller's numpy random state is left as it was."""
+    import numpy as np
+
+    results, _, spec = make_study()
+    np.random.seed(123)
+    before = np.random.random()
+    np.random.seed(123)
+    seed_plot(results, spec, tmp_path / "a.png")
+    assert np.random.random() == before
+    seed_plot(results, spec, tmp_path / "b.png")
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
