@@ -1,7 +1,8 @@
 """The quick study's question, answered decisively: which parts do not matter, at 1 point?
 
 Hypothesis: as in ``studies/quick.py`` (the same network, data and training), but one component
-changed at a time, with a smallest effect of interest of 0.01 (one point of validation accuracy):
+changed at a time — adaptive max pooling vs max pooling included — with a smallest effect of
+interest of 0.01 (one point of validation accuracy):
 a change whose whole interval lies within ±0.01 is *negligible* (it does not matter), and seeds
 are added only where the answer is still open — each variant starts with 3 seeds and gets one
 more per round, up to 12, until its verdict is decided (group-sequential boundaries keep the
@@ -23,13 +24,14 @@ study = Study(
     config={
         "data.image_size": 16,
         "data.noise": 0.2,
-        "model.widths": (8, 16, 32),
+        "model.widths": (8, 16, 32, 64),
         "data.batch_size": 64,
         "train.epochs": 8,
         "train.optimizer": "adam",
         "train.lr": 0.003,
         "train.weight_decay": 0.0,
         "train.schedule": "onecycle",
+        "train.grad_clip": 1.0,
     },
     factors={
         "model.batch_norm": [True, False],

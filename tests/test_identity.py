@@ -19,7 +19,7 @@ IDS = {
                         "80d913a1"],
     "quick.py": ["4d4d1914", "b66f01e6", "68b52d7c", "4673da71", "060b45f3", "dcd41a3e",
                  "3e46c97b", "f5287652"],
-    "quick_adaptive.py": ["dc20888c", "1bd36f48", "9d20c651", "14cbab7d", "e30353fd"],
+    "quick_adaptive.py": ["1a498c47", "12e4e16d", "03037527", "64ee6aab", "2dccb740"],
     "tuned.py": ["05ed7576", "953ad876", "f3c4a14a", "7d2a2c09", "fb0a0fc2", "8d405f92",
                  "15448fcb", "a8c337af", "735ed673", "8e3b3fe4", "442a3fb5", "1ddc3ea9",
                  "a38f94f5", "e1142ef7", "3b76533c", "67f7fc05"],
