@@ -37,6 +37,7 @@ def verdicts(report: str) -> dict[str, tuple[str, str]]:
 
 
 def run(study: str, threads: int, folder: Path, extra: list[str]) -> dict[str, tuple[str, str]]:
+    folder.mkdir(parents=True, exist_ok=True)
     common = ["--tracking-uri", f"sqlite:///{folder}/m.db", "--set", f"train.threads={threads}",
               *extra]
     subprocess.run([sys.executable, "-m", "ablate.cli", "run", study, *common,
