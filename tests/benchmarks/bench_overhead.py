@@ -7,8 +7,9 @@ epochs). Configurations, all on the same data tensors and the same batches:
 * run_trial: one trial exactly as ``ablate run`` trains it (MLflow sqlite store, lock, per-epoch
   checkpoint), with ``train.activation_stats`` on (the default) and off;
 * fit(): the built-in loop alone with a no-op metrics sink (no MLflow), on and off;
-* hand: ConvNet, SGD with the config's lr/momentum/weight decay (torch's OneCycleLR where the
-  config says onecycle), ``train_batches``/``val_batches``, one host sync per epoch.
+* hand: ConvNet, SGD or Adam with the config's lr/momentum/weight decay and gradient clipping
+  (torch's OneCycleLR where the config says onecycle), ``train_batches``/``val_batches``, one
+  host sync per epoch.
 
 Seconds per epoch = whole run (model building included) / epochs. Each ablate run is followed by
 a hand run; the ablate order reverses each repeat. The Tracker's methods (and the executor's
@@ -129,17 +130,23 @@ class Ablate:
 
 def hand(config: dict, data: ImageData) -> tuple[float, float]:
     """What a careful researcher writes: no per-step sync, one ``.tolist()`` per epoch."""
-    plain = {"train.optimizer": "sgd", "train.nesterov": False, "train.grad_clip": None,
-             "train.layer_lrs": None, "train.warmup_epochs": 0.0}
-    assert all(config[k] == v for k, v in plain.items()), "the hand loop does plain SGD only"
+    plain = {"train.nesterov": False, "train.layer_lrs": None, "train.warmup_epochs": 0.0}
+    assert all(config[k] == v for k, v in plain.items()), "the hand loop does SGD/Adam only"
+    assert config["train.optimizer"] in ("sgd", "adam"), "the hand loop does SGD/Adam only"
     assert config["train.schedule"] in ("constant", "onecycle"), "and no other schedule"
     seed_everything(SEED)  # the same initial weights as ablate's trial
     start = time.perf_counter()
     model = ConvNet(**{**data.model_kwargs, **{k[6:]: v for k, v in config.items()
                                                  if k.startswith("model.")}})
     lr, epochs = config["train.lr"], config["train.epochs"]
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=config["train.momentum"],
-                          weight_decay=config["train.weight_decay"])
+    if config["train.optimizer"] == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(
+            model.parameters(), lr=lr, betas=(config["train.momentum"], 0.999),
+            weight_decay=config["train.weight_decay"])
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=config["train.momentum"],
+                              weight_decay=config["train.weight_decay"])
+    clip = config["train.grad_clip"]
     sched = None
     if config["train.schedule"] == "onecycle":  # 30% warm-up, lr/25 -> lr -> lr/25e4, cosine
         sched = OneCycleLR(opt, lr, total_steps=epochs * data.steps_per_epoch, cycle_momentum=False)
@@ -152,6 +159,8 @@ def hand(config: dict, data: ImageData) -> tuple[float, float]:
             loss = loss_fn(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if clip:
+                nn.utils.clip_grad_norm_(model.parameters(), float(clip))
             opt.step()
             if sched is not None:
                 sched.step()
