@@ -162,7 +162,7 @@ def test_console_script_plans_the_quick_study():
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "ablate.cli"]
     out = subprocess.run([*cmd, "plan", str(ROOT / "studies" / "quick.py")], capture_output=True,
                          text=True, check=True)
-    assert "16 variants x 3 seeds [0, 1, 2] = 48 trials" in out.stdout
+    assert "8 variants x 10 seeds [0, 1, 2, 3, 4, 5, 6, 7, 8, 9] = 80 trials" in out.stdout
 
 
 @pytest.mark.parametrize(

@@ -48,7 +48,9 @@ def methods_section(summary: pd.DataFrame, family: pd.DataFrame, spec: ReportSpe
             "two-factor interaction is the difference of differences (B's effect when A is "
             "changed minus B's effect at A's baseline level), averaged over the other "
             "factors; simple effects are each factor's effect within each level of the factor "
-            "with the largest main effect."
+            "with the largest main effect (where other main effects are as large within its "
+            "95% interval, the first of those in the study's factors, so that noise does not "
+            "decide which factor the report conditions on)."
         )
     else:
         lines.append(
