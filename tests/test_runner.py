@@ -280,6 +280,48 @@ def test_corrupt_and_malicious_checkpoints_are_discarded(tiny, tmp_path):
     assert histories(clean, "tiny", "val_acc") == histories(dirty, "tiny", "val_acc")
 
 
+def test_a_slow_tracking_server_is_not_unreachable():
+    """A server that accepted the connection but answers after the fail-fast timeout (a busy
+    machine, or a server opening its database on its first request) gets a longer second try:
+    here its first request is held until the second arrives (failed once on a loaded machine)."""
+    import http.server
+    import threading
+
+    second = threading.Event()
+    calls = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def answer(self):
+            calls.append(self.path)
+            if len(calls) == 1:
+                second.wait(120)  # held: the client's 1 s read timeout expires first
+            else:
+                second.set()
+            body = b'{"experiments": []}'
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except OSError:  # the first client gave up on this connection
+                pass
+
+        do_GET = do_POST = answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        Tracker(f"http://127.0.0.1:{server.server_address[1]}").check(timeout=1)
+    finally:
+        second.set()
+        server.shutdown()
+    assert len(calls) == 2 and all("experiments/search" in c for c in calls)
+
+
 def test_unreachable_tracking_server_and_unwritable_checkpoints_exit_2(tiny, tmp_path, capsys):
     t0 = time.perf_counter()
     assert run(tiny, "http://127.0.0.1:9", tmp_path / "ck") == 2

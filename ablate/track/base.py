@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from ablate.study import Study
 
 
+SLOW_SERVER_TIMEOUT_S = 120.0  # a server that accepted the connection but answers slowly
+READ_TIMED_OUT = "Read timed out"  # urllib3's words for it, in MLflow's exception message
+
+
 class TrackerBase:
     """One tracking store: its URI, an MLflow client, and the runs of an experiment by role."""
 
@@ -44,27 +48,43 @@ class TrackerBase:
         self._artifact_uris: dict[str, str] = {}  # run id -> its artifact URI (never changes)
         self._run_names: dict[tuple[Any, ...], dict[str, str]] = {}  # see _run_name
 
-    def check(self, timeout: float = 10.0) -> None:
-        """Fail fast (one try, short timeout) if the store can't be reached or opened."""
+    def check(self, timeout: float = 10.0, slow_timeout: float = SLOW_SERVER_TIMEOUT_S) -> None:
+        """Fail fast (one try, short timeout) if the store can't be reached or opened.
+
+        A server that accepted the connection but did not answer in time (a busy machine, or a
+        server opening its database on its first request) is there: it gets one more try of
+        up to ``slow_timeout`` seconds before the store counts as unreachable."""
+        try:
+            self._search_once(timeout)
+        except Exception as exc:
+            if READ_TIMED_OUT not in str(exc):
+                raise self._unreachable(exc) from None
+            try:
+                self._search_once(slow_timeout)
+            except Exception as again:
+                raise self._unreachable(again) from None
+
+    def _search_once(self, timeout: float) -> None:
         saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES",
                                                  "MLFLOW_HTTP_REQUEST_TIMEOUT")}
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(timeout))
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(int(timeout), 1))
         try:
             self.client.search_experiments(max_results=1)
-        except Exception as exc:
-            raise TrackingError(
-                f"can't reach the MLflow tracking store {self.uri!r}: "
-                f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}. Fix: start the tracking "
-                f"server or pass a reachable --tracking-uri (or unset MLFLOW_TRACKING_URI to use "
-                f"the local sqlite default). Nothing was trained."
-            ) from None
         finally:
             for k, v in saved.items():
                 if v is None:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+
+    def _unreachable(self, exc: Exception) -> TrackingError:
+        return TrackingError(
+            f"can't reach the MLflow tracking store {self.uri!r}: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}. Fix: start the tracking "
+            f"server or pass a reachable --tracking-uri (or unset MLFLOW_TRACKING_URI to use "
+            f"the local sqlite default). Nothing was trained."
+        )
 
     def experiment_id(self, study: Study) -> str | None:
         exp = self.client.get_experiment_by_name(study.name)
