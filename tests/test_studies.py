@@ -109,3 +109,16 @@ def test_your_own_images_take_one_line_of_the_quick_study(tmp_path, monkeypatch)
     study = load_study(path)
     assert study.baseline_variant.config["data.path"] == str(folder)
     assert main(["report", str(path), *args]) == 0
+
+
+def test_committed_reports_name_no_path_of_the_machine_that_wrote_them():
+    """A reader's clone has none of the writer's folders: a committed report names its store
+    relative to the project (report/collect.py's _shown_uri), never an absolute path."""
+    import re
+
+    reports = sorted((STUDIES.parent / "reports").glob("*/report.md"))
+    assert reports
+    for report in reports:
+        text = report.read_text()
+        found = re.findall(r"sqlite:////\S+|(?<![\w.])/(?:work|tmp|root|home|Users)/\S+", text)
+        assert not found, f"{report.parent.name}: {found}"
