@@ -13,8 +13,11 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from ablate.protocols import TrainFn
+from ablate.source import load_study
 from ablate.status import Status
-from ablate.study import Study, StudyError, Trial, Tuning, Variant, load_study
+from ablate.study import Study, Trial, Variant
+from ablate.tuning import Tuning
+from ablate.validate import StudyError
 
 if TYPE_CHECKING:  # loaded on first use (below): they import torch or MLflow
     from ablate.track import history, results

@@ -8,18 +8,28 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ablate.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
 from ablate.plan_view import print_plan
-from ablate.runcheck import StoreLost, UsageError, changed_code, current, dry_run, store_lost
-from ablate.study import Study, StudyError, StudySource, parse_override
+from ablate.runcheck import (
+    StoreLost,
+    UsageError,
+    changed_code,
+    current,
+    dry_run,
+    new_ids_note,
+    store_lost,
+)
+from ablate.source import StudySource, parse_override
+from ablate.study import Study
 from ablate.ui import UI_ENV, serve_ui, ui_base, ui_command  # noqa: F401 - UI_ENV: cli.UI_ENV
-
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+from ablate.validate import StudyError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="the smallest effect that matters, in the metric's units: "
                             "comparisons inside ±X are negligible (changes no variant id)")
         p.add_argument("--tune-trials", type=_positive_int, metavar="N",
-                       help="tuning trials per variant, for a study with tune=")
+                       help="tuning trials per variant, for a study with tuning=")
 
     p = sub.add_parser("plan", help="print the variants and trials; trains nothing")
     study_args(p)
@@ -80,12 +90,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="show which trials would run and which are done; train nothing")
     changed = p.add_mutually_exclusive_group()
     changed.add_argument("--rerun-changed", action="store_true",
-                         help="train again the finished trials whose code (study file, model, "
-                              "data or train function) changed since; the old runs are kept, "
-                              "tagged ablate.replaced")
+                         help="train again the finished trials whose code (the model, data or "
+                              "train function, or code they use) or data changed since; the old "
+                              "runs are kept, tagged ablate.replaced")
     changed.add_argument("--keep-changed", action="store_true",
-                         help="reuse finished trials whose code changed since (the report "
-                              "warns that its trials come from different code)")
+                         help="reuse finished trials whose code or data changed since; "
+                              "remembered (later runs don't ask again until it changes again), "
+                              "and the report says which trials came from older code or data")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="where trials run: local (default) trains them on this machine "
                         "(--workers); ray runs each as a Ray task, in parallel "
@@ -208,7 +219,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     study = load(args)
-    _check(study)  # a wrong setting, a missing file or a wrong data type: before any write
+    data = _check(study)  # a wrong setting, a missing file or a wrong data: before any write
     workers = args.workers or _default_workers()
     from ablate.execute import EnvironmentProblem, check_checkpoint_root, run_study
     from ablate.track import Tracker, TrackingError, bound_http_waits, quiet_mlflow, resolve_uri
@@ -231,11 +242,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                 check_shipping(args.study_file, ray_options.address)
                 check_address(ray_options.address)
             root = check_checkpoint_root(args.checkpoint_dir)  # before the store is created
+            store_was_there = _store_exists(resolve_uri(args.tracking_uri))
             tracker = Tracker(args.tracking_uri)
             tracker.check()
         except (TrackingError, EnvironmentProblem) as exc:
             raise UsageError(str(exc)) from None
-        changed_code(study, tracker, args)
+        if not args.dry_run:
+            _say_where(study, tracker, root, args, store_was_there)
+        changed_code(study, tracker, args, data)
+        note = new_ids_note(study, tracker)
+        if note:
+            print(note, flush=True)
         if args.dry_run:
             return dry_run(study, tracker)
         from ablate.progress import StudyProgress
@@ -244,36 +261,82 @@ def cmd_run(args: argparse.Namespace) -> int:
             from ablate.execute import StudyFile
 
             source = StudyFile.of(study_source(args))
-            if ray_options is None:
+            try:
                 runs, outcomes = run_study(
                     study,
                     tracker=tracker,
                     root=root,
+                    source=source,
+                    workers=workers,
+                    ray=ray_options,
                     on_trial_start=progress.trial_started,
                     on_trial_end=progress.trial_ended,
                     on_log=progress.logged,
                     on_round=progress.round_started,
-                    source=source,
-                    workers=workers,
                     on_workers=progress.workers_started,
+                    on_note=progress.note,
                 )
-            else:
-                from ablate.execute import run_study_ray
-
-                try:
-                    runs, outcomes = run_study_ray(study, tracker=tracker, root=root,
-                                                   source=source, options=ray_options,
-                                                   on_trial_end=progress.trial_ended,
-                                                   on_round=progress.round_started)
-                except EnvironmentProblem as exc:
-                    raise UsageError(str(exc)) from None
+            except EnvironmentProblem as exc:
+                raise UsageError(str(exc)) from None
             study = current(study, tracker)
             table = tracker.results(study)
     from ablate.progress import print_summary
 
-    print_summary(study, table, outcomes, runs, tracker.uri)
-    failed = (table["status"] == "failed").any() or any(o.status == "failed" for o in outcomes)
+    print_summary(study, table, outcomes, runs, tracker.uri,
+                  report=f"ablate report {args.study_file}{plan_flags(args)}")
+    lost = ("failed", "timed out")
+    failed = table["status"].isin(lost).any() or any(o.status in lost for o in outcomes)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def plan_flags(args: argparse.Namespace) -> str:
+    """The flags that define the plan (``--study``, ``--set``, ``--seeds``, ``--min-effect``,
+    ``--tune-trials``) and the store (``--tracking-uri``), as the user gave them: every command
+    ablate prints for this study repeats them."""
+    extra = f" --study {shlex.quote(args.study)}" if args.study else ""
+    extra += "".join(f" --set {shlex.quote(o)}" for o in args.overrides)
+    extra += f" --seeds {args.seeds}" if args.seeds else ""
+    extra += f" --min-effect {args.min_effect:g}" if args.min_effect is not None else ""
+    extra += f" --tune-trials {args.tune_trials}" if args.tune_trials else ""
+    extra += f" --tracking-uri {shlex.quote(args.tracking_uri)}" if args.tracking_uri else ""
+    return extra
+
+
+def commands(args: argparse.Namespace) -> str:
+    """The ``ablate run`` and ``ablate report`` command lines of the parsed ``args``."""
+    return (f"ablate run {args.study_file}{plan_flags(args)}\n"
+            f"ablate report {args.study_file}{plan_flags(args)}")
+
+
+def _store_exists(uri: str) -> bool:
+    """False for a sqlite store whose file is not there yet (``ablate run`` creates it)."""
+    from ablate.track import sqlite_path
+
+    path = sqlite_path(uri)
+    return path is None or path.exists()
+
+
+def _say_where(study: Study, tracker: Any, root: Path, args: argparse.Namespace,
+               store_was_there: bool) -> None:
+    """Where this run's results go: the tracking store (and whether it was just created, or
+    holds no run of this study yet: a run from another folder starts a new store there), the
+    checkpoint folder and the report folder."""
+    from ablate.track import sqlite_path
+
+    uri, path = tracker.uri, sqlite_path(tracker.uri)
+    where = f" at {path.resolve()}" if path is not None and not path.is_absolute() else ""
+    if not store_was_there:
+        state = (f"new, created now{where}; a study that ran before from another folder has "
+                 f"its runs in that folder's store: pass --tracking-uri to use it")
+    elif tracker.experiment_id(study) is None:
+        state = (f"holds no run of study {study.name!r} yet{where}: its runs start here; if it "
+                 f"ran before elsewhere, pass --tracking-uri to that store")
+    else:
+        state = f"runs of study {study.name!r} found{where}"
+    print(f"tracking store: {uri} ({state})\n"
+          f"checkpoints: {root} ({root.resolve()})\n"
+          f"report: reports/{study.name}/ (`ablate report {args.study_file}{plan_flags(args)}`"
+          f" once trained)", flush=True)
 
 
 def _ray_options(args: argparse.Namespace) -> Any:
@@ -309,12 +372,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         except TrackingError as exc:
             raise UsageError(str(exc)) from None
         from ablate.report import write_report
-        from ablate.report.collect import NothingToReport, collect, record_verdicts, reproduce
+        from ablate.report.collect import NothingToReport, collect, record_verdicts
 
         out = Path(args.out or Path("reports") / study.name)
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                found = collect(study, tracker, command=reproduce(args),
+                found = collect(study, tracker, command=commands(args),
                                 study_file=args.study_file, folder=Path(tmp))
             except NothingToReport as exc:
                 raise UsageError(str(exc)) from None
@@ -344,14 +407,17 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return serve_ui(ui_command(uri, args.host, args.port), uri, base)
 
 
-def _check(study: Study) -> None:
+def _check(study: Study) -> dict[str, str]:
     """Build each variant's model and load each distinct data config once (the built-in loop),
-    so a wrong model setting, a missing file or a wrong data type fails before any write."""
-    if study.uses_builtin_loop:
-        from ablate.train.build import check_data, check_models
+    so a wrong model setting, a missing file or a wrong data type fails before any write.
+    Returns each variant's data fingerprint (variant id -> ``ablate.data``; {} for a
+    ``train=fn`` study)."""
+    if not study.uses_builtin_loop:
+        return {}
+    from ablate.train.build import check_data, check_models
 
-        check_models(study)
-        check_data(study)
+    check_models(study)
+    return check_data(study)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import json
 import math
 import types
 import typing
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
@@ -57,7 +57,7 @@ class TrainConfig:
     bf16: bool = True  # bf16 autocast on CUDA
     channels_last: bool = True  # channels_last memory format for 4-D inputs on CUDA
     activation_stats: bool = True  # per-layer activation mean/std on a fixed batch, per epoch
-    keep_weights: bool = False  # log the final state_dict as an artifact
+    keep_weights: bool = False  # log the final state_dict as the artifact weights.pt
     threads: int = 1  # CPU threads per trial (torch.set_num_threads): results depend on it
 
 
@@ -77,7 +77,11 @@ RUN_DEFAULTS: dict[str, Any] = {"train.threads": TRAIN_DEFAULTS["train.threads"]
 # adding one never changes the ids of studies that don't use it.
 TRAIN_OPTIONAL: dict[str, Any] = {
     "train.compile": False,  # torch.compile the model: True (inductor) or a backend name
+    "train.cams": False,  # the report's class activation maps: cams.npz when a trial ends
 }
+# The types of the optional settings checked like TrainConfig's (train.compile is not: True or
+# any backend name).
+_OPTIONAL_TYPES: dict[str, Any] = {"cams": bool}
 
 # Model constructor arguments that the training loop fills from the data (``data.model_kwargs``)
 # when the config does not set them.
@@ -89,16 +93,17 @@ _POSITIVE = ("epochs", "lr", "cycle_len", "cycle_mult", "threads")
 _NON_NEGATIVE = ("weight_decay", "warmup_epochs")
 
 
-def train_problems(config: Mapping[str, Any], optional: Collection[str] = ()) -> list[str]:
+def train_problems(config: Mapping[str, Any]) -> list[str]:
     """What is wrong with the ``train.*`` values of a resolved config (empty if nothing)."""
     problems = []
     for key, value in config.items():
-        if not key.startswith("train.") or key in optional:
+        if not key.startswith("train."):
             continue
         name = key[len("train."):]
-        if name not in _TRAIN_TYPES:
+        annotation = _TRAIN_TYPES.get(name, _OPTIONAL_TYPES.get(name))
+        if annotation is None:
             continue  # unknown keys are reported by the study's key check
-        wrong = type_problem(value, _TRAIN_TYPES[name])
+        wrong = type_problem(value, annotation)
         if wrong is not None:
             problems.append(f"{key}={value!r}: {wrong}")
             continue

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ablate.study import Study, short_names
+from ablate.design import short_names
+from ablate.study import Study
 
 
 def print_plan(study: Study) -> None:
@@ -38,10 +39,11 @@ def print_plan(study: Study) -> None:
         console.print(f"smallest effect of interest: ±{study.min_effect:g} {study.metric} "
                       f"(min_effect): a comparison whose interval lies inside it is "
                       f"negligible; one that crosses it is undecided", highlight=False)
-    if study.tune:
-        space = ", ".join(f"{k} {v}" for k, v in study.tune.items())
-        console.print(f"tuning: each variant first gets {study.tune_trials} tuning trials "
-                      f"(Optuna TPE, seed {study.tune_seed}) over {space}", highlight=False)
+    tuning = study.tuning
+    if tuning.space:
+        space = ", ".join(f"{k} {v}" for k, v in tuning.space.items())
+        console.print(f"tuning: each variant first gets {tuning.trials} tuning trials "
+                      f"(Optuna TPE, seed {tuning.seed}) over {space}", highlight=False)
     if study.resolution is not None:
         console.print(f"fractional design of resolution {_roman(study.resolution)}; aliases:")
         for effect, aliased in study.aliases.items():

@@ -65,6 +65,10 @@ class StudyProgress:
         self._say(f"{workers} worker processes train the pending trials, one each at a time "
                   f"(--workers 1: one after another in this process)")
 
+    def note(self, line: str) -> None:
+        """A line from the driver (a trial held by another runner of the store, ...)."""
+        self._say(line)
+
     def _say(self, line: str) -> None:
         if self.live:
             self.progress.console.print(line, highlight=False, markup=False)
@@ -90,7 +94,7 @@ class StudyProgress:
     def trial_ended(self, outcome: Outcome) -> None:
         self.done += 1
         self.progress.update(self.study_task, completed=self.done)
-        if outcome.status == "skipped":
+        if outcome.status in ("skipped", "elsewhere"):
             return
         value = "" if outcome.value is None else f"  {self.study.metric}={outcome.value:.4g}"
         line = (f"[{self.done}/{self.total}] {outcome.trial.variant.label} seed "
@@ -107,18 +111,20 @@ def print_summary(
     runs: StudyRuns,
     uri: str,
     console: Console | None = None,
+    report: str | None = None,
 ) -> None:
     """Trials by status, the study metric per variant (mean over seeds), where to look next."""
     from ablate.track import runs_url, ui_hint, ui_host
 
     console = console or (Console() if Console().is_terminal else Console(width=160))
-    trained = sum(o.status in ("finished", "diverged", "failed") for o in outcomes)
+    trained = sum(o.status in ("finished", "diverged", "failed", "timed out") for o in outcomes)
     skipped = sum(o.status == "skipped" for o in outcomes)
-    busy = sum(o.status == "busy" for o in outcomes)
+    elsewhere = sum(o.status == "elsewhere" for o in outcomes)
     counts = table["status"].value_counts().to_dict() if len(table) else {}
     console.print(
         f"\nstudy {study.name!r}: {len(study.trials)} trials; trained now {trained}, already done "
-        f"{skipped}" + (f", busy in another process {busy}" if busy else "") + "; status: "
+        f"{skipped}" + (f", trained by another runner meanwhile {elsewhere}" if elsewhere else "")
+        + "; status: "
         + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
         highlight=False,
     )
@@ -140,8 +146,8 @@ def print_summary(
         f"Compare the variants in MLflow's UI: {runs_url(runs, ui_host(uri))}{ui_hint(uri)}\n"
         f"  one row per variant: mean {study.metric} ± 95% CI over its finished seeds and its "
         f"seed counts (diverged and failed seeds left out of the mean, as in this table and the "
-        f"report); expand a row for its seeds.\nReport: ablate report "
-        f"{study.source or 'STUDY.py'}",
+        f"report); expand a row for its seeds.\nReport: "
+        f"{report or 'ablate report ' + (study.source or 'STUDY.py')}",
         highlight=False,
         soft_wrap=True,
     )

@@ -119,7 +119,7 @@ def check_types(
     for key, value, where in values:
         ns, name = key.split(".", 1)
         if ns == "train":
-            wrong = train_problems({key: value}, TRAIN_OPTIONAL)
+            wrong = train_problems({key: value})
             problem = wrong[0].split(": ", 1)[1] if wrong else None
         elif name in params.get(ns, {}):
             annotation, default = params[ns][name]

@@ -9,10 +9,7 @@ like any script. Standard library only.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import importlib.util
-import inspect
-import linecache
 import os
 import re
 import sys
@@ -162,27 +159,6 @@ def parse_override(text: str) -> tuple[str, Any]:
                 f"(--set 'data.path=\"my file.txt\"'), write numbers, True/False/None, tuples."
             ) from None
     return key, value
-
-
-def code_fingerprint(study: Study) -> str:
-    """A hash of the study's code: the study file's text and the source of the model, data and
-    train functions it passes. Recorded on every trial; a rerun that finds it changed asks."""
-    digest = hashlib.sha256()
-    if study.source:
-        try:
-            digest.update(Path(study.source).read_bytes())
-        except OSError:
-            digest.update(study.source.encode())
-    linecache.checkcache()  # inspect reads sources through it: see edits made since
-    for fn in (study.model, study.data, study.train):
-        if fn is None:
-            continue
-        try:
-            text = inspect.getsource(fn)
-        except (OSError, TypeError):
-            text = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
-        digest.update(text.encode())
-    return digest.hexdigest()[:12]
 
 
 def _line_in(exc: BaseException, path: Path) -> int | str:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Literal, Protocol, get_args
 
-Status = Literal["finished", "diverged", "failed", "running"]
+Status = Literal["finished", "diverged", "failed", "timed out", "running"]
 """``finished``; ``diverged`` (the loss became NaN/inf: a result, not an error); ``failed`` (an
-exception: retried by the next ``ablate run``); ``running`` (training, or its process died:
+exception: retried by the next ``ablate run``); ``timed out`` (ran past ``train.timeout``:
+counted like failed, and retried the same way); ``running`` (training, or its process died:
 resumed from its checkpoint)."""
 
 STATUSES: tuple[Status, ...] = get_args(Status)
 DONE: tuple[Status, ...] = ("finished", "diverged")  # never trained again
+LOST: tuple[Status, ...] = ("failed", "timed out")  # no result: counted as failed, retried
 
 
 class HasStatus(Protocol):

@@ -24,39 +24,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from ablate.config import (  # noqa: F401 - canonical, signature_defaults: re-exported
-    DATA_DERIVED,
-    RUN_DEFAULTS,
-    TRAIN_DEFAULTS,
-    TRAIN_OPTIONAL,
-    canonical,
-    factory_kwargs,
-    plan_id,
-    signature_defaults,
-    variant_id,
-)
-from ablate.design import (  # noqa: F401 - MAX_VARIANTS, short_names...: re-exported
-    DESIGNS,
-    MAX_VARIANTS,
-    Design,
-    as_constraints,
-    expand,
-    fractional_design,
-    label,
-    short_names,
-)
-from ablate.resolve import (  # noqa: F401 - required_parameters: re-exported
-    check_factor_keys,
-    check_keys,
-    check_types,
-    required_parameters,
-    resolve_config,
-)
-from ablate.source import StudySource, code_fingerprint, load_study, parse_override
+from ablate.config import factory_kwargs, plan_id, variant_id
+from ablate.design import Design, as_constraints, expand, label
+from ablate.fingerprint import code_fingerprint
+from ablate.resolve import check_factor_keys, check_keys, check_types, resolve_config
 from ablate.tuning import Tuning, check_tuning, tuning_of
-from ablate.validate import (  # noqa: F401 - ADAPTIVE_SEEDS, MAX_ADAPTIVE_SEEDS: re-exported
-    ADAPTIVE_SEEDS,
-    MAX_ADAPTIVE_SEEDS,
+from ablate.validate import (
+    TIMEOUT,
     StudyError,
     check_adaptive,
     check_levels,
@@ -65,26 +39,13 @@ from ablate.validate import (  # noqa: F401 - ADAPTIVE_SEEDS, MAX_ADAPTIVE_SEEDS
     check_name,
     check_parts,
     check_seeds,
+    check_timeout,
     is_seq,
     resolve_baseline,
     same,
 )
 
-__all__ = [
-    "DATA_DERIVED",
-    "RUN_DEFAULTS",
-    "DESIGNS",
-    "TRAIN_DEFAULTS",
-    "TRAIN_OPTIONAL",
-    "Study",
-    "StudyError",
-    "StudySource",
-    "Trial",
-    "Tuning",
-    "Variant",
-    "load_study",
-    "parse_override",
-]
+__all__ = ["Study", "Trial", "Variant"]
 
 
 @dataclass(frozen=True)
@@ -135,7 +96,7 @@ class Study:
             ``"adaptive"``: every variant starts with ``min_seeds`` seeds (0, 1, ...), and after
             each round the variants whose comparison with the baseline is decided stop while the
             others get the next seed, up to ``max_seeds`` (a group-sequential design: see
-            :mod:`ablate.report.sequential`).
+            :mod:`ablate.stats.sequential`).
         min_seeds, max_seeds: the bounds of ``seeds="adaptive"`` (default 3 and 12).
         metric: what the report ranks and tests, e.g. ``"val_acc"``.
         mode: ``"max"`` or ``"min"``; inferred from the metric name (``*acc*`` -> max,
@@ -146,13 +107,12 @@ class Study:
             is *undecided*. It changes no variant id and no plan id: no trial's result depends
             on it (in an adaptive study it decides which of the plan's candidate trials run,
             and the report replays that from the recorded results).
-        tuning: per-variant tuning (:class:`Tuning`): each variant first gets its own search,
-            and its seeds then train with the best values found. It changes every variant id.
-        tune, tune_trials, tune_epochs, tune_config, tune_seed: the same as ``tuning=`` written
-            flat: ``tune=`` is :attr:`Tuning.space`, ``tune_trials=`` :attr:`Tuning.trials`
-            (default 20), ``tune_epochs=`` :attr:`Tuning.epochs`, ``tune_config=``
-            :attr:`Tuning.config` and ``tune_seed=`` :attr:`Tuning.seed` (default 0). Pass
-            either these or ``tuning=``.
+        tuning: per-variant tuning, e.g. ``Tuning(space={"train.lr": ("log", 1e-3, 0.3)},
+            trials=8, epochs=2)`` (:class:`ablate.tuning.Tuning`): each variant first gets its
+            own search, and its seeds then train with the best values found. It changes every
+            variant id; read back as :attr:`tuning` (``Tuning()``, an empty space, when not
+            tuned). The flat ``tune=``, ``tune_trials=``, ... keywords of earlier versions
+            raise a :class:`StudyError` naming the ``Tuning(...)`` that replaces them.
     """
 
     def __init__(
@@ -176,17 +136,15 @@ class Study:
         mode: Literal["max", "min"] | None = None,
         min_effect: float | None = None,
         tuning: Tuning | None = None,
-        tune: Mapping[str, Any] | None = None,
-        tune_trials: int | None = None,
-        tune_epochs: int | None = None,
-        tune_config: Mapping[str, Any] | None = None,
-        tune_seed: int | None = None,
+        **unknown: Any,
     ) -> None:
         self.name = name
         self.model = model
         self.data = data
         self.train = train
         self.user_config = dict(config or {})
+        self.timeout = check_timeout(self.user_config.get(TIMEOUT), factors or {})
+        settings = {k: v for k, v in self.user_config.items() if k != TIMEOUT}
         self.factors = {k: tuple(v) if is_seq(v) else v for k, v in (factors or {}).items()}
         self.user_baseline = dict(baseline or {})
         self.design = design if isinstance(design, str) else "explicit"
@@ -203,21 +161,20 @@ class Study:
         self.min_effect = check_min_effect(min_effect)
         self._counts: dict[str, int] | None = None  # set by scheduled(): seeds per variant
         self._skip: frozenset[str] = frozenset()  # trial keys scheduled() leaves out
-        self.tuning = tuning_of(tuning, space=tune, trials=tune_trials, epochs=tune_epochs,
-                                config=tune_config, seed=tune_seed)
+        self.tuning = tuning_of(tuning, unknown)
         self.source: str | None = None  # the study file, set by load_study
         builtin = self.uses_builtin_loop
         check_name(name)
         check_parts(name, model, data, train)
-        self.config = resolve_config(self.user_config, model, data, builtin)
+        self.config = resolve_config(settings, model, data, builtin)
         check_levels(self.factors, builtin)
-        check_factor_keys(name, self.factors, self.config, self.user_config, model, data, builtin)
+        check_factor_keys(name, self.factors, self.config, settings, model, data, builtin)
         if builtin:
-            check_types(self.user_config, self.factors, model, data)
+            check_types(settings, self.factors, model, data)
         self.baseline = resolve_baseline(self.factors, self.user_baseline)
         check_tuning(self.tuning, builtin, self.factors)
         if builtin and self.tuning.space:
-            check_keys([*self.tuning.space, *self.tuning.settings], "tune", model, data)
+            check_keys([*self.tuning.space, *self.tuning.settings], "Tuning", model, data)
         expansion = expand(
             name=name,
             design=(self.explicit or []) if self.design == "explicit" else self.design,
@@ -277,28 +234,6 @@ class Study:
     def uses_builtin_loop(self) -> bool:
         return self.train is None
 
-    @property
-    def tune(self) -> Mapping[str, Any]:
-        """The tuning space (:attr:`Tuning.space`); empty: no tuning."""
-        return self.tuning.space
-
-    @property
-    def tune_trials(self) -> int:
-        return self.tuning.trials
-
-    @property
-    def tune_epochs(self) -> int | None:
-        return self.tuning.epochs
-
-    @property
-    def tune_config(self) -> dict[str, Any]:
-        """What each tuning trial sets over the variant's config (:attr:`Tuning.settings`)."""
-        return self.tuning.settings
-
-    @property
-    def tune_seed(self) -> int:
-        return self.tuning.seed
-
     def with_overrides(
         self,
         overrides: Mapping[str, Any] | None = None,
@@ -314,8 +249,8 @@ class Study:
         if tune_trials is not None and not self.tuning.space:
             raise StudyError(
                 f"--tune-trials {tune_trials}: study {self.name!r} tunes nothing (it has no "
-                f"tune=). Fix: drop --tune-trials, or add tune={{'train.lr': ('log', 1e-3, "
-                f"0.3)}} to the study."
+                f"tuning=). Fix: drop --tune-trials, or add tuning=Tuning(space={{'train.lr': "
+                f"('log', 1e-3, 0.3)}}) to the study."
             )
         for key in overrides:
             if key in self.factors:

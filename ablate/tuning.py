@@ -1,7 +1,8 @@
 """Tuning: a study's per-variant search settings, checked, and their part of each variant id.
 
-The search itself (Optuna) is :mod:`ablate.train.tune`; the executor runs it. Standard library
-only.
+A study gets them as ``Study(tuning=Tuning(...))``. The search itself (Optuna) is
+:mod:`ablate.train.search`; :mod:`ablate.execute.tuning` runs it for each variant before its
+trials. Standard library only.
 """
 
 from __future__ import annotations
@@ -50,18 +51,31 @@ class Tuning:
                                 "config": self.settings, "seed": self.seed}}
 
 
-def tuning_of(tuning: Tuning | None, **flat: Any) -> Tuning:
-    """``tuning=``, or the flat ``tune*=`` arguments as a :class:`Tuning` (its mappings dicts)."""
-    given = [k for k, v in flat.items() if v is not None]
+# Study's keywords before Tuning -> the Tuning field that replaced each.
+FLAT_KEYWORDS = {"tune": "space", "tune_trials": "trials", "tune_epochs": "epochs",
+                 "tune_config": "config", "tune_seed": "seed"}
+
+
+def tuning_of(tuning: Tuning | None, flat: Mapping[str, Any] | None = None) -> Tuning:
+    """``tuning=`` checked to be a :class:`Tuning` (its mappings as dicts; None: no tuning).
+
+    ``flat``: any other keywords ``Study`` was given. The flat tuning keywords of earlier
+    versions (``tune=``, ``tune_trials=``, ...) fail with the ``Tuning(...)`` that replaces them;
+    any other is a TypeError, as for any function."""
+    flat = dict(flat or {})
+    old = [k for k in flat if k in FLAT_KEYWORDS]
+    if old:
+        fields = ", ".join(f"{FLAT_KEYWORDS[k]}={flat[k]!r}" for k in old)
+        raise StudyError(f"{'=, '.join(old)}= are no longer Study arguments: the tuning settings "
+                         f"are one value. Fix: tuning=Tuning({fields}) (from ablate import "
+                         f"Tuning).")
+    if flat:
+        raise TypeError(f"Study() got an unexpected keyword argument {next(iter(flat))!r}")
     if tuning is None:
-        tuning = Tuning(**{k: flat[k] for k in given})
-    elif not isinstance(tuning, Tuning):
+        return Tuning()
+    if not isinstance(tuning, Tuning):
         raise StudyError(f"tuning={tuning!r} is not a Tuning. Fix: tuning=Tuning(space="
                          f"{{'train.lr': ('log', 1e-4, 1e-1)}}, trials=20).")
-    elif given:
-        flat_name = "tune" if given[0] == "space" else f"tune_{given[0]}"
-        raise StudyError(f"{flat_name}= and tuning= are both given. Fix: pass the tuning "
-                         f"settings once, in tuning=Tuning(...).")
     return replace(tuning, space=dict(tuning.space or {}), config=dict(tuning.config or {}))
 
 
@@ -71,27 +85,27 @@ def check_tuning(tuning: Tuning, dotted: bool, factors: Mapping[str, Any]) -> No
     .check_keys`)."""
     if not tuning.space:
         if tuning.epochs is not None or tuning.config:
-            raise StudyError("tune_epochs/tune_config are set but tune= is empty. Fix: add "
-                             "tune={'train.lr': ('log', 1e-4, 1e-1)} or remove them.")
+            raise StudyError("Tuning(epochs=/config=) is set but its space is empty. Fix: add "
+                             "space={'train.lr': ('log', 1e-4, 1e-1)} or remove them.")
         return
     if isinstance(tuning.trials, bool) or not isinstance(tuning.trials, int) or tuning.trials < 1:
-        raise StudyError(f"tune_trials={tuning.trials!r}: give a positive number of "
-                         f"tuning trials per variant, e.g. tune_trials=20.")
+        raise StudyError(f"Tuning(trials={tuning.trials!r}): give a positive number of "
+                         f"tuning trials per variant, e.g. trials=20.")
     if isinstance(tuning.seed, bool) or not isinstance(tuning.seed, int) or tuning.seed < 0:
-        raise StudyError(f"tune_seed={tuning.seed!r} is not a non-negative integer.")
+        raise StudyError(f"Tuning(seed={tuning.seed!r}): give a non-negative integer.")
     if tuning.epochs is not None:
         if not dotted:
-            raise StudyError("tune_epochs sets train.epochs of the built-in loop. Fix: with "
-                             "train=fn pass tune_config={'<your epochs key>': N}.")
+            raise StudyError("Tuning(epochs=) sets train.epochs of the built-in loop. Fix: with "
+                             "train=fn pass Tuning(config={'<your epochs key>': N}).")
         if isinstance(tuning.epochs, bool) or not isinstance(tuning.epochs, int) \
                 or tuning.epochs < 1:
-            raise StudyError(f"tune_epochs={tuning.epochs!r} is not a positive integer.")
+            raise StudyError(f"Tuning(epochs={tuning.epochs!r}): give a positive integer.")
     for key, value in tuning.settings.items():
-        check_key(key, "tune_config", dotted)
-        check_plain(value, f"tune_config[{key!r}]")
+        check_key(key, "Tuning.config", dotted)
+        check_plain(value, f"Tuning.config[{key!r}]")
     for key, space in tuning.space.items():
-        check_key(key, "tune", dotted)
+        check_key(key, "Tuning.space", dotted)
         if key in factors:
-            raise StudyError(f"tune key {key!r} is also a factor. Fix: tune a setting the "
-                             f"factors don't vary (e.g. train.lr), or drop the factor.")
+            raise StudyError(f"Tuning.space key {key!r} is also a factor. Fix: tune a setting "
+                             f"the factors don't vary (e.g. train.lr), or drop the factor.")
         check_space(key, space)

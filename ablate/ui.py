@@ -7,6 +7,8 @@ import os
 import sys
 from typing import Any
 
+from ablate.exits import EXIT_FAILED, EXIT_INVALID, EXIT_OK
+
 # `ablate ui` runs MLflow's server as light as serving the UI allows: one web worker (MLflow
 # starts four) and none of the background job runners (huey consumers for GenAI jobs, periodic
 # tasks) that MLflow starts by default and the runs table never uses.
@@ -41,8 +43,6 @@ def serve_ui(command: list[str], uri: str, base: str) -> int:
     import signal
     import subprocess
     import time
-
-    from ablate.cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK
 
     print(f"starting MLflow's UI for {uri} on {base} ...", flush=True)
     start = time.monotonic()

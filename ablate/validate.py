@@ -234,12 +234,12 @@ def resolve_baseline(
 
 def check_space(key: str, space: Any) -> None:
     """A tuning space: ``("log"|"float"|"int", low, high)`` or a list of two or more choices."""
-    fix = (f"Fix: tune={{{key!r}: ('log', 1e-4, 1e-1)}} (or 'float'/'int' with low < high), or a "
-           f"list of choices such as [0, 1e-5, 1e-4].")
+    fix = (f"Fix: Tuning(space={{{key!r}: ('log', 1e-4, 1e-1)}}) (or 'float'/'int' with "
+           f"low < high), or a list of choices such as [0, 1e-5, 1e-4].")
     if isinstance(space, list):
         if len(space) < 2:
-            raise StudyError(f"tune[{key!r}] lists {len(space)} choice(s). {fix}")
-        check_plain(space, f"tune[{key!r}]")
+            raise StudyError(f"Tuning.space[{key!r}] lists {len(space)} choice(s). {fix}")
+        check_plain(space, f"Tuning.space[{key!r}]")
         return
     ok = (isinstance(space, tuple) and len(space) == 3 and space[0] in ("log", "float", "int")
           and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in space[1:])
@@ -249,7 +249,7 @@ def check_space(key: str, space: Any) -> None:
     if ok and space[0] == "int" and not all(isinstance(x, int) for x in space[1:]):
         ok = False
     if not ok:
-        raise StudyError(f"tune[{key!r}] = {space!r} is not a search space. {fix}")
+        raise StudyError(f"Tuning.space[{key!r}] = {space!r} is not a search space. {fix}")
 
 
 # --------------------------------------------------------------------------------- helpers
@@ -281,3 +281,22 @@ def contains(levels: Sequence[Any], x: Any) -> bool:
 
 def same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return a.keys() == b.keys() and all(eq(a[k], b[k]) for k in a)
+
+
+TIMEOUT = "train.timeout"  # seconds per trial; bounds a trial without changing its result
+
+
+def check_timeout(value: Any, factors: Iterable[str] = ()) -> float | None:
+    """``train.timeout``: None (no bound) or a positive number of seconds. It bounds every trial
+    of the study and never changes a result, so it is no factor, no param and no part of an id."""
+    if TIMEOUT in factors:
+        raise StudyError(f"{TIMEOUT} can't be a factor: it bounds how long each trial may run "
+                         f"and changes no result. Fix: set it in config= or with --set "
+                         f"{TIMEOUT}=SECONDS.")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise StudyError(f"{TIMEOUT}={value!r}: give the most seconds a trial may run, a "
+                         f"positive number (e.g. 3600), or None for no bound.")
+    return float(value)
+

@@ -37,7 +37,7 @@ study = Study(
         "train.schedule": "sgdr",
         "train.cycle_len": 1,
         "train.cycle_mult": 2,
-        "train.keep_weights": True,  # for the report's class activation maps
+        "train.cams": True,  # the report's class activation maps
     },
     factors={
         "model.batch_norm": [True, False],

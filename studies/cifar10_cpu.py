@@ -38,7 +38,7 @@ study = Study(
         "train.cycle_len": 1,
         "train.cycle_mult": 2,
         "train.threads": 2,  # both cores of the machine that ran the committed report
-        "train.keep_weights": True,  # for the report's class activation maps
+        "train.cams": True,  # the report's class activation maps
     },
     factors={
         "model.batch_norm": [True, False],

@@ -36,7 +36,7 @@ study = Study(
         "train.weight_decay": 0.0,
         "train.schedule": "onecycle",
         "train.grad_clip": 1.0,
-        "train.keep_weights": True,  # for the report's class activation maps
+        "train.cams": True,  # the report's class activation maps
     },
     factors={
         "model.batch_norm": [True, False],

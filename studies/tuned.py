@@ -10,7 +10,7 @@ helps after tuning, the effect is the component's, not the learning rate's.
     ablate report studies/tuned.py
 """
 
-from ablate import Study
+from ablate import Study, Tuning
 from ablate.data import digits
 from ablate.models import ConvNet
 
@@ -36,7 +36,5 @@ study = Study(
     design="full_factorial",
     seeds=3,
     metric="val_acc",
-    tune={"train.lr": ("log", 1e-3, 0.3)},
-    tune_trials=8,
-    tune_epochs=2,
+    tuning=Tuning(space={"train.lr": ("log", 1e-3, 0.3)}, trials=8, epochs=2),
 )

@@ -12,7 +12,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ablate.cli import main
-from ablate.study import Study, StudyError, load_study
+from ablate.source import load_study
+from ablate.study import Study
+from ablate.validate import StudyError
 
 # broken: constant chance value; good: a large gain; close: a gain far below the seed noise's
 # reach with 3 to 5 seeds. A train function that logs numbers made from the seed alone. The

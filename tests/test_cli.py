@@ -122,7 +122,8 @@ def test_plan_shows_fractional_aliasing(tmp_path, capsys):
         (GOOD.replace("seeds=2", "seeds=2, metric='val_accuracy'"), [],
          "metric='val_accuracy' is never logged by the built-in loop for ImageData "
          "(classification); did you mean 'val_acc'?"),
-        (GOOD, ["--tune-trials", "3"], "tunes nothing (it has no tune=). Fix: drop --tune-trials"),
+        (GOOD, ["--tune-trials", "3"],
+         "tunes nothing (it has no tuning=). Fix: drop --tune-trials"),
         ("from ablate import Study\nstudy = Study('big', train=lambda config, run: None, "
          "factors={f'f{i}': [0, 1] for i in range(30)}, design='full_factorial', "
          "metric='score')\n", [],

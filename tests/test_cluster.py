@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from ablate.cli import main
 from ablate.execute import EnvironmentProblem, StudyFile, check_shipping, shipped_files
-from ablate.study import StudyError
+from ablate.validate import StudyError
 from tests.cluster import (
     PG_INSTALL,
     postgres,

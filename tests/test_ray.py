@@ -8,12 +8,10 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -21,7 +19,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ablate.cli import main
-from ablate.execute import EnvironmentProblem, check_cluster_storage, filesystem_type
+from ablate.execute import EnvironmentProblem
+from ablate.execute.cluster import check_cluster_storage, filesystem_type
+from tests.conftest import free_port, wait_for
 from tests.test_runner import TINY, write
 
 needs_ray = pytest.mark.skipif(find_spec("ray") is None, reason="ray is not installed")
@@ -128,21 +128,6 @@ def snapshot(uri: str, study: str) -> dict:
 
 def steps(uri: str, run_id: str, key: str) -> list[int]:
     return sorted(m.step for m in MlflowClient(uri).get_metric_history(run_id, key))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float) -> bool:
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture(scope="module")
@@ -322,8 +307,8 @@ def test_killed_worker_is_retried_and_resumes_from_its_checkpoint(ray_local, tmp
 @needs_ray
 def test_worker_dying_more_than_max_retries_fails_the_trial_and_a_rerun_resumes(ray_local,
                                                                                 tmp_path):
-    from ablate.execute import RayOptions, StudyFile, checkpoint_root, run_study_ray
-    from ablate.study import load_study
+    from ablate.execute import RayOptions, StudyFile, checkpoint_root, run_study
+    from ablate.source import load_study
     from ablate.track import Tracker
 
     path = user_study(tmp_path, ["a", "b"], epochs=5, seeds=1, sleep=0.3, hold="a")
@@ -337,9 +322,9 @@ def test_worker_dying_more_than_max_retries_fails_the_trial_and_a_rerun_resumes(
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
     ended = []
-    runs, outcomes = run_study_ray(
+    runs, outcomes = run_study(
         load_study(path), tracker=Tracker(uri), root=checkpoint_root(ck),
-        source=StudyFile.of(path), options=RayOptions(max_retries=0), on_trial_end=ended.append)
+        source=StudyFile.of(path), ray=RayOptions(max_retries=0), on_trial_end=ended.append)
     thread.join()
     assert {o.trial.key for o in ended} == {o.trial.key for o in outcomes} and len(ended) == 2
     status = {o.trial.variant.label: o for o in outcomes}
@@ -400,44 +385,6 @@ def test_ctrl_c_cancels_tasks_marks_the_study_killed_and_resumes(ray_local, tmp_
 
 
 # --------------------------------------------------------------- through an MLflow server
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """A real ``mlflow server`` on 127.0.0.1 with its own sqlite store and artifact folder."""
-    port = free_port()
-    folder = tmp_path / "server"
-    (folder / "artifacts").mkdir(parents=True)
-    log = open(folder / "server.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{folder / 'store.db'}",
-         "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return proc.poll() is not None  # stop waiting if it died
-
-    try:
-        assert wait_for(answers, 120) and proc.poll() is None, (
-            folder / "server.log").read_text()[-3000:]
-        yield url
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        except ProcessLookupError:
-            pass
-        log.close()
-
-
 @needs_ray
 def test_workers_log_over_http_to_an_mlflow_server(ray_local, reference, mlflow_server,
                                                    tmp_path):
@@ -453,7 +400,7 @@ def test_tuned_study_on_ray_searches_once_per_variant_like_in_process(ray_local,
     from tests.test_tune import PLANTED
 
     path = tmp_path / "tuning.py"
-    path.write_text(PLANTED.replace("tune_trials=12", "tune_trials=6"))
+    path.write_text(PLANTED.replace("trials=12", "trials=6"))
     local, remote = uri_of(tmp_path, "local.db"), uri_of(tmp_path, "ray.db")
     assert run(path, local, tmp_path / "c0") == 0
     assert run_ray(path, remote, tmp_path / "c1") == 0
@@ -466,3 +413,13 @@ def test_tuned_study_on_ray_searches_once_per_variant_like_in_process(ray_local,
                        r.data.params["opt.lr"]) for r in trial_runs(uri, "tuning"))
 
     assert chosen(remote) == chosen(local)  # the same searches, the same tuned values
+
+
+@needs_ray
+def test_a_hung_trial_is_timed_out_on_ray_and_the_study_goes_on(ray_local, tmp_path):
+    from tests.test_iterate import HANG, statuses
+
+    path = write(tmp_path, HANG, IGNORE_ALARM=False)
+    uri = uri_of(tmp_path)
+    assert run_ray(path, uri, tmp_path / "ck") == 1
+    assert statuses(uri) == {"baseline": "finished", "mode=hang": "timed out"}

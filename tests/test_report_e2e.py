@@ -145,7 +145,7 @@ def test_cnn_report_has_class_activation_maps(tmp_path, monkeypatch):
         from ablate.models import ConvNet
         study = Study("cams", model=ConvNet, data=digits,
                       config={"model.widths": (4, 8), "data.image_size": 8, "train.epochs": 1,
-                              "train.keep_weights": True},
+                              "train.cams": True},
                       factors={"model.pool": ["adaptive_max", "max"]}, seeds=1)
     """))
     uri = f"sqlite:///{tmp_path / 'm.db'}"
@@ -170,7 +170,7 @@ def digits(**settings):
 
 study = Study("light", model=ConvNet, data=digits,
               config={"model.widths": (4, 8), "data.image_size": 8, "train.epochs": 1,
-                      "train.keep_weights": True},
+                      "train.cams": True},
               factors={"model.pool": ["adaptive_max", "max"]}, seeds=1)
 """
 

@@ -16,7 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ablate.cli import main
-from ablate.study import load_study
+from ablate.source import load_study
 from ablate.track import SUMMARY, Tracker
 
 TINY = """
@@ -420,6 +420,8 @@ def test_kept_weights_are_a_state_dict_artifact(tiny, tmp_path):
         bn = r.data.params["model.batch_norm"] == "true"
         model = ConvNet(widths=(4, 8), in_channels=1, image_size=8, batch_norm=bn)
         model.load_state_dict(state)  # strict: exactly the trained model's parameters
+        # the weights only: class activation maps are train.cams
+        assert "cams.npz" not in {f.path for f in client.list_artifacts(r.info.run_id)}
 
 
 def test_results_and_history_dataframes_come_from_mlflow(tiny, tmp_path, monkeypatch):

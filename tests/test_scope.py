@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ablate.cli import main
-from ablate.study import load_study
+from ablate.source import load_study
 from ablate.track import Tracker
 
 STUDY = """

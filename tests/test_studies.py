@@ -9,7 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ablate.cli import main
-from ablate.study import load_study
+from ablate.source import load_study
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 

@@ -8,14 +8,11 @@ import sys
 
 import pytest
 
-from ablate.study import (
-    TRAIN_DEFAULTS,
-    Study,
-    StudyError,
-    fractional_design,
-    parse_override,
-    variant_id,
-)
+from ablate.config import TRAIN_DEFAULTS, variant_id
+from ablate.design import fractional_design
+from ablate.source import parse_override
+from ablate.study import Study
+from ablate.validate import StudyError
 
 
 def net(*, batch_norm=True, residual=True, kernel_size=3, pool="adaptive_max", width=16,
@@ -176,6 +173,17 @@ def test_resolved_config_includes_train_defaults():
     v = make(factors=FOUR).variants[1]
     assert set(TRAIN_DEFAULTS) <= set(v.config)
     assert v.config["model.batch_norm"] is False
+
+
+def test_class_activation_maps_are_an_optional_setting_of_their_own():
+    plain = make(factors=FOUR)
+    assert "train.cams" not in plain.variants[0].config  # absent: ids don't change
+    cams = make(factors=FOUR, config={"train.cams": True})
+    assert cams.variants[0].config["train.cams"] is True
+    assert cams.variants[0].config["train.keep_weights"] is False  # weights: another setting
+    assert not {v.id for v in plain.variants} & {v.id for v in cams.variants}
+    with pytest.raises(StudyError, match="train.cams='yes' does not fit: expected True or False"):
+        make(config={"train.cams": "yes"})
 
 
 def test_metric_mode_inferred_and_overridable():

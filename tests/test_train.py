@@ -11,8 +11,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from ablate.cli import main
+from ablate.config import TRAIN_DEFAULTS
 from ablate.models import ConvNet
-from ablate.study import TRAIN_DEFAULTS
 from ablate.train.optim import layer_groups, lr_factor, make_optimizer, make_scheduler
 from ablate.train.run import Diverged, Run
 
@@ -217,7 +217,7 @@ def test_language_model_study_through_the_runner(tmp_path):
 
 
 def test_compile_is_opt_in_and_reports_its_time(tmp_path):
-    from ablate.study import load_study
+    from ablate.source import load_study
 
     study = tmp_path / "c.py"
     study.write_text(textwrap.dedent("""

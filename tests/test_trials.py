@@ -11,7 +11,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ablate.cli import main
-from ablate.study import Study, parse_override
+from ablate.source import parse_override
+from ablate.study import Study
 from ablate.track import Tracker
 
 STUDY = """

@@ -6,8 +6,10 @@ import math
 
 import pytest
 
-from ablate.study import Study, StudyError
-from ablate.train.tune import NoTrialCompleted, search
+from ablate.study import Study
+from ablate.train.search import NoTrialCompleted, search
+from ablate.tuning import Tuning
+from ablate.validate import StudyError
 
 SPACE = {"train.lr": ("log", 1e-4, 1.0), "train.wd": [0.0, 1e-4]}
 
@@ -92,34 +94,46 @@ def images(*, batch_size=8):
 
 
 @pytest.mark.parametrize(
-    "kwargs,pattern",
+    "tuning,pattern",
     [
-        ({"tune": {"train.lr": ("log", 0, 1)}}, "is not a search space"),
-        ({"tune": {"train.lr": ("exp", 1e-4, 1)}}, "is not a search space"),
-        ({"tune": {"train.lr": [0.1]}}, "1 choice"),
-        ({"tune": {"train.lrr": ("log", 1e-4, 1)}}, "did you mean 'train.lr'"),
-        ({"tune": {"model.batch_norm": [True, False]}}, "is also a factor"),
-        ({"tune": {"train.lr": [0.1, 0.2]}, "tune_trials": 0}, "positive number"),
-        ({"tune_epochs": 2}, "tune= is empty"),
+        (Tuning(space={"train.lr": ("log", 0, 1)}), "is not a search space"),
+        (Tuning(space={"train.lr": ("exp", 1e-4, 1)}), "is not a search space"),
+        (Tuning(space={"train.lr": [0.1]}), "1 choice"),
+        (Tuning(space={"train.lrr": ("log", 1e-4, 1)}), "did you mean 'train.lr'"),
+        (Tuning(space={"model.batch_norm": [True, False]}), "is also a factor"),
+        (Tuning(space={"train.lr": [0.1, 0.2]}, trials=0), "positive number"),
+        (Tuning(epochs=2), "its space is empty"),
+        ({"train.lr": ("log", 1e-4, 1)}, "is not a Tuning"),
     ],
 )
-def test_invalid_tuning_is_rejected(kwargs, pattern):
+def test_invalid_tuning_is_rejected(tuning, pattern):
     with pytest.raises(StudyError, match=pattern):
-        Study("s", model=net, data=images, factors={"model.batch_norm": [True, False]}, **kwargs)
+        Study("s", model=net, data=images, factors={"model.batch_norm": [True, False]},
+              tuning=tuning)
+
+
+def test_the_flat_tuning_keywords_name_the_tuning_that_replaces_them():
+    with pytest.raises(StudyError, match=r"tune=, tune_trials= are no longer Study arguments.*"
+                                         r"Fix: tuning=Tuning\(space=\{'train.lr': \('log', "
+                                         r"0.001, 0.1\)\}, trials=5\)"):
+        Study("s", model=net, data=images, tune={"train.lr": ("log", 1e-3, 1e-1)},
+              tune_trials=5)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'seed'"):
+        Study("s", model=net, data=images, seed=3)
 
 
 def test_tuning_changes_the_variant_ids_and_sets_train_epochs_for_the_search():
     plain = Study("s", model=net, data=images, factors={"model.batch_norm": [True, False]})
     tuned = Study("s", model=net, data=images, factors={"model.batch_norm": [True, False]},
-                  tune={"train.lr": ("log", 1e-4, 1e-1)}, tune_trials=5, tune_epochs=2)
+                  tuning=Tuning(space={"train.lr": ("log", 1e-4, 1e-1)}, trials=5, epochs=2))
     assert {v.id for v in plain.variants}.isdisjoint(v.id for v in tuned.variants)
-    assert tuned.tune_config == {"train.epochs": 2}
+    assert tuned.tuning.settings == {"train.epochs": 2}
     assert tuned.variants[0].config == plain.variants[0].config  # params stay the config
 
 
 PLANTED = """
 import math
-from ablate import Study
+from ablate import Study, Tuning
 
 BEST = {"a": -3.0, "b": -1.0}  # log10 of the best learning rate, planted per variant
 
@@ -132,7 +146,7 @@ def train(config, run):
 
 study = Study("tuning", train=train, config={"opt.lr": 0.1},
               factors={"net.kind": ["a", "b"]}, seeds=2, metric="score",
-              tune={"opt.lr": ("log", 1e-5, 1.0)}, tune_trials=12, tune_seed=3)
+              tuning=Tuning(space={"opt.lr": ("log", 1e-5, 1.0)}, trials=12, seed=3))
 """
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ablate.report import spec_from_study, summarize
-from ablate.study import load_study
+from ablate.source import load_study
+from ablate.stats import spec_from_study, summarize
 from ablate.track import Tracker, run_names
 from tests.ui_browser import (
     ablate_ui,

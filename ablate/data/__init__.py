@@ -1,5 +1,7 @@
 """Device-resident datasets: image classification (``ImageData``), other classification inputs
-(``ArrayData``) and character LM (``TextData``).
+(``ArrayData``) and character LM (``TextData``). Each is what the built-in loop needs of a data
+object (:class:`ablate.protocols.Data`); the two classification ones share
+``ClassificationData``.
 
 Factories take the study's ``data.*`` settings as keyword arguments: ``digits``, ``cifar10``,
 ``image_folder`` (a folder per class), ``text`` (a file, or a corpus by name); ``from_arrays``
@@ -11,11 +13,12 @@ from ablate.data.arrays import ArrayData, from_arrays
 from ablate.data.cache import ChecksumError
 from ablate.data.corpus import TextData, text
 from ablate.data.folder import ImageFolderError, image_folder
-from ablate.data.images import ImageData, cifar10, digits
+from ablate.data.images import ClassificationData, ImageData, cifar10, digits
 
 __all__ = [
     "ArrayData",
     "ChecksumError",
+    "ClassificationData",
     "ImageData",
     "ImageFolderError",
     "TextData",

@@ -11,16 +11,16 @@ integer class ids ``[N]`` in ``[0, len(classes))``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ablate.data.images import (
+    ClassificationData,
     ImageData,
     _check_positive_int,
     channel_stats,
@@ -30,14 +30,12 @@ from ablate.data.images import (
 
 
 @dataclass(eq=False)
-class ArrayData:
+class ArrayData(ClassificationData):
     """Inputs ``[N, ...]`` (float32 or int64) and int64 labels ``[N]``, kept on one device.
 
     ``model_kwargs`` gives ``num_classes``, ``in_features`` (the size of the last input
     dimension: features of a row, or of a sequence step) and, for int64 inputs, ``vocab_size``.
     """
-
-    task: ClassVar[str] = "classification"
 
     x_train: Tensor = field(repr=False)
     y_train: Tensor = field(repr=False)
@@ -61,18 +59,6 @@ class ArrayData:
                        "y_val": (self.y_val, len(self.x_val))}, self.classes)
 
     @property
-    def device(self) -> torch.device:
-        return self.x_train.device
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.x_train) / self.batch_size)
-
-    @property
     def model_kwargs(self) -> dict[str, int]:
         kwargs = {"num_classes": self.num_classes, "in_features": self.x_train.shape[-1]}
         if self.x_train.dtype == torch.int64:
@@ -94,11 +80,6 @@ class ArrayData:
         for start in range(0, len(perm), self.batch_size):
             idx = perm[start : start + self.batch_size]
             yield self.x_train.index_select(0, idx), self.y_train.index_select(0, idx)
-
-    def val_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
-        for start in range(0, len(self.x_val), self.batch_size):
-            part = slice(start, start + self.batch_size)
-            yield self.x_val[part], self.y_val[part]
 
 
 def from_arrays(

@@ -57,11 +57,43 @@ def crop_flip(x: Tensor, dy: Tensor, dx: Tensor, flip: Tensor, pad: int) -> Tens
     return padded.gather(2, flat.expand(n, c, h * w)).view(n, c, h, w)
 
 
-@dataclass(eq=False)
-class ImageData:
-    """Normalised images ``[N, C, H, W]`` float32 and int64 labels, kept on one device."""
+class ClassificationData:
+    """What the classification data of ablate share: inputs ``x_*`` and int64 labels ``y_*``
+    of a train and a validation split on one device, the class names, the batch size, and what
+    the built-in loop reads of them (:class:`ablate.protocols.Data`). The subclasses are
+    dataclasses declaring these fields, and add how batches are drawn and moved."""
 
     task: ClassVar[str] = "classification"
+
+    x_train: Tensor
+    y_train: Tensor
+    x_val: Tensor
+    y_val: Tensor
+    classes: list[str]
+    batch_size: int
+
+    @property
+    def device(self) -> torch.device:
+        return self.x_train.device
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.x_train) / self.batch_size)
+
+    def val_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for start in range(0, len(self.x_val), self.batch_size):
+            part = slice(start, start + self.batch_size)
+            yield self.x_val[part], self.y_val[part]
+
+
+@dataclass(eq=False)
+class ImageData(ClassificationData):
+    """Normalised images ``[N, C, H, W]`` float32 and int64 labels, kept on one device."""
+
     pad: ClassVar[int] = 4
 
     x_train: Tensor = field(repr=False)
@@ -97,18 +129,6 @@ class ImageData:
         channels = self.x_train.shape[1]
         if len(self.mean) != channels or len(self.std) != channels:
             raise ValueError(f"mean and std need {channels} values (one per channel)")
-
-    @property
-    def device(self) -> torch.device:
-        return self.x_train.device
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.x_train) / self.batch_size)
 
     @property
     def model_kwargs(self) -> dict[str, int]:
@@ -150,11 +170,6 @@ class ImageData:
                 part = slice(start, start + self.batch_size)
                 x = crop_flip(x, dy[part], dx[part], flip[part], self.pad)
             yield self._format(x), self.y_train.index_select(0, idx)
-
-    def val_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
-        for start in range(0, len(self.x_val), self.batch_size):
-            part = slice(start, start + self.batch_size)
-            yield self.x_val[part], self.y_val[part]
 
 
 def _normalise(x_train: Tensor, x_val: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -1,28 +1,29 @@
-"""The Ray executor: one Ray task per pending trial, on this machine or a cluster."""
+"""The Ray backend: one Ray task per pending trial, on this machine or a cluster."""
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from ablate.execute.cluster import (
-    absolute_uri,
-    check_address,
-    check_cluster_storage,
-    is_cluster_address,
-)
+from ablate.execute.cluster import check_address, is_cluster_address
 from ablate.execute.files import EnvironmentProblem, checkpoint_root
-from ablate.execute.local import in_rounds, prepare, sigterm_as_interrupt
-from ablate.execute.ship import StudyFile, check_shipping
-from ablate.execute.trial import Outcome, done_before, run_trial, threads_of
+from ablate.execute.outcome import (
+    DIED,
+    ENVIRONMENT_ERROR,
+    MAX_RETRIES,
+    STUDY_ERROR,
+    Reply,
+)
+from ablate.execute.record import threads_of
+from ablate.execute.ship import StudyFile
+from ablate.execute.trial import train_trial
 from ablate.study import Study, Trial
-from ablate.track import StudyRuns, Tracker
+from ablate.track import StudyRuns
 
 RAY_INSTALL = "pip install 'ablate-studies[ray]'"
-MAX_RETRIES = 3  # times a trial whose worker process died is resumed (from its checkpoint)
 CANCEL_WAIT_S = 30.0  # after Ctrl-C: how long to wait for cancelled tasks to end
 
 
@@ -39,29 +40,21 @@ class RayOptions:
     max_retries: int = MAX_RETRIES
 
 
-class TrialResult(NamedTuple):
-    """What a Ray task sends back: small and picklable."""
-
-    status: str  # an Outcome status, or "study-error" / "environment-error" (stop the study)
-    run_id: str | None = None
-    value: float | None = None
-    error: str | None = None
-
-
 def ray_trial(
     source: StudyFile, key: str, uri: str, root: str, runs: StudyRuns, gpus: float = 0.0,
-) -> TrialResult:
-    """The body of one Ray task: load the study, train trial ``key`` with :func:`run_trial`.
+    timeout: float | None = None,
+) -> Reply:
+    """The body of one Ray task: load the study, train trial ``key`` with :func:`train_trial`.
 
     The worker logs its trial's child run straight to the tracking store. An exception inside
     the trial is recorded by ``run_trial`` (status ``failed``); a study or environment problem
     (the study metric never logged, an unwritable checkpoint directory, an unreachable store) is
-    returned so that the driver stops the study as the in-process executor does.
+    returned so that the driver stops the study as in process.
     """
     import torch
 
-    from ablate.study import StudyError
     from ablate.track import Tracker, TrackingError, quiet_mlflow
+    from ablate.validate import StudyError
 
     with quiet_mlflow():
         try:
@@ -76,13 +69,13 @@ def ray_trial(
             # Ray hides no GPU from a task given none: train.device=auto must not take one
             auto = str(trial.variant.config.get("train.device", "auto")) == "auto"
             device = "cpu" if gpus == 0 and auto and torch.cuda.is_available() else None
-            outcome = run_trial(study, trial, Tracker(uri), runs, checkpoint_root(root),
-                                device=device)
+            outcome = train_trial(study, trial, Tracker(uri), runs, checkpoint_root(root),
+                                  device=device, timeout=timeout)
         except StudyError as exc:
-            return TrialResult("study-error", error=str(exc))
+            return Reply(STUDY_ERROR, error=str(exc))
         except (TrackingError, EnvironmentProblem) as exc:
-            return TrialResult("environment-error", error=str(exc))
-    return TrialResult(outcome.status, outcome.run_id, outcome.value, outcome.error)
+            return Reply(ENVIRONMENT_ERROR, error=f"on a Ray worker: {exc}")
+    return Reply(outcome.status, outcome.run_id, outcome.value, outcome.error)
 
 
 def require_ray() -> Any:
@@ -127,7 +120,7 @@ def _connect(ray: Any, options: RayOptions, runtime_env: dict[str, Any] | None =
     return True
 
 
-def _resources(
+def resources(
     ray: Any, trials: Sequence[Trial], options: RayOptions
 ) -> dict[str, tuple[int, float]]:
     """(CPUs, GPUs) each trial's task asks for; an impossible request fails before any run."""
@@ -152,141 +145,79 @@ def _resources(
     return out
 
 
-def run_study_ray(
-    study: Study,
-    *,
-    tracker: Tracker,
-    root: Path,
-    source: StudyFile,
-    options: RayOptions | None = None,
-    on_trial_end: Callable[[Outcome], None] | None = None,
-    on_round: Callable[[Study], None] | None = None,
-) -> tuple[StudyRuns, list[Outcome]]:
-    """Train every pending trial as a Ray task; results as :func:`run_study`'s (an adaptive
-    study round by round, each round one :func:`_drive` over its trials: :func:`in_rounds`).
+class RayBackend:
+    """Trials as Ray tasks (a :class:`~ablate.execute.driver.Backend`): at most
+    ``max_parallel`` in flight (else as many as the cluster's resources allow). A task whose
+    worker process dies is retried by Ray (``max_retries``) and resumes from the trial's last
+    checkpoint in the same MLflow run; an exception inside a trial is not retried (the trial is
+    ``failed``). Cancelling ends the task's worker process (``force=True``), not with a
+    KeyboardInterrupt inside it: an interrupt can land inside an MLflow call and leave a
+    long-lived worker holding, e.g., the sqlite store's write lock."""
 
-    The driver creates the experiment and parent run, skips finished and diverged trials, then
-    submits one task per pending trial (at most ``max_parallel`` in flight). Each task loads the
-    study from ``source`` and logs its own child run to ``tracker.uri``. A task whose worker
-    process dies is retried (``max_retries``) and resumes from the trial's last checkpoint in
-    the same MLflow run; an exception inside a trial is not retried (the trial is ``failed``).
-    ``on_trial_end`` is called in completion order. Ctrl-C (or SIGTERM) cancels the outstanding
-    tasks, marks the study run KILLED and re-raises: a later run resumes.
-    """
-    options = options or RayOptions()
-    check_cluster_storage(options.address, tracker.uri, root, options.allow_local_storage)
-    check_shipping(source.path, options.address)
+    bounds_itself = False
+
+    def __init__(self, ray: Any, source: StudyFile, uri: str, root: Path, options: RayOptions,
+                 resources: dict[str, tuple[int, float]]) -> None:
+        self.ray, self.source, self.uri, self.root = ray, source, uri, str(root.resolve())
+        self.options, self.resources = options, resources
+        self.task = ray.remote(ray_trial)
+        self.slots = options.max_parallel or 1 << 30
+        self.runs: StudyRuns | None = None
+        self.name = ""
+        self.submitted: dict[Hashable, float] = {}
+
+    def start(self, study: Study, runs: StudyRuns) -> None:
+        self.runs, self.name = runs, study.name
+
+    def submit(self, trial: Trial, timeout: float | None) -> Hashable:
+        cpus, gpus = self.resources[trial.key]
+        ref = self.task.options(
+            num_cpus=cpus, num_gpus=gpus, max_retries=self.options.max_retries,
+            retry_exceptions=False, name=f"ablate {self.name} {trial.key}",
+        ).remote(self.source, trial.key, self.uri, self.root, self.runs, gpus, timeout)
+        self.submitted[ref] = time.monotonic()
+        return ref
+
+    def began(self, handle: Hashable) -> float | None:
+        """When the task was submitted: Ray says nothing of its start, so the grace period
+        covers its wait for resources and its worker's start-up."""
+        return self.submitted.get(handle)
+
+    def wait(self, handles: Sequence[Hashable],
+             timeout: float | None) -> list[tuple[Hashable, Reply]]:
+        from ray.exceptions import RayError, RayTaskError
+
+        ready, _ = self.ray.wait(list(handles), num_returns=1, timeout=timeout)
+        replies: list[tuple[Hashable, Reply]] = []
+        for ref in ready:
+            try:
+                reply = self.ray.get(ref)
+            except RayTaskError as exc:  # raised outside train_trial's own handling
+                reply = Reply(DIED, error=f"the trial's Ray task raised:\n{exc}")
+            except RayError as exc:  # the worker (or its node) died more than max_retries
+                first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+                reply = Reply(DIED, error=f"the Ray worker running this trial died "
+                                          f"{self.options.max_retries + 1} times "
+                                          f"({type(exc).__name__}: {first}); its checkpoint is "
+                                          f"kept for a rerun")
+            replies.append((ref, reply))
+        return replies
+
+    def cancel(self, handles: Sequence[Hashable]) -> None:
+        """End the tasks' worker processes, and wait (at most CANCEL_WAIT_S; a second Ctrl-C
+        stops the waiting) until they are gone."""
+        refs = list(handles)
+        for ref in refs:
+            try:
+                self.ray.cancel(ref, force=True)
+            except Exception:
+                pass
+        if refs:
+            self.ray.wait(refs, num_returns=len(refs), timeout=CANCEL_WAIT_S)
+
+
+def connect(options: RayOptions, source: StudyFile) -> tuple[Any, bool]:
+    """The ``ray`` module, started or joined; and whether this call connected (and so must
+    disconnect at the end)."""
     ray = require_ray()
-    with sigterm_as_interrupt():
-        connected = _connect(ray, options, source.runtime_env())
-        try:
-            resources = _resources(ray, study.trials, options)
-            return in_rounds(study, tracker, lambda current: _drive(
-                ray, current, tracker, root, source, options, resources, on_trial_end), on_round)
-        finally:
-            if connected:
-                ray.shutdown()
-
-
-def _drive(ray, study, tracker, root, source, options, resources, on_trial_end):
-    runs = prepare(study, tracker, root)
-    done = tracker.trial_records(runs.experiment_id)
-    outcomes: dict[str, Outcome] = {}
-
-    def ended(outcome: Outcome) -> None:
-        outcomes[outcome.trial.key] = outcome
-        if on_trial_end is not None:
-            on_trial_end(outcome)
-
-    queue: deque[Trial] = deque()
-    inflight: dict[Any, Trial] = {}
-    interrupted = True
-    try:
-        for trial in study.trials:
-            skipped = done_before(trial, done)
-            if skipped is not None:
-                ended(skipped)
-            else:
-                queue.append(trial)
-        task = ray.remote(ray_trial)
-        args = (source, absolute_uri(tracker.uri), str(root.resolve()), runs)
-        limit = options.max_parallel or max(len(queue), 1)
-        while queue or inflight:
-            while queue and len(inflight) < limit:
-                trial = queue.popleft()
-                cpus, gpus = resources[trial.key]
-                ref = task.options(
-                    num_cpus=cpus, num_gpus=gpus, max_retries=options.max_retries,
-                    retry_exceptions=False, name=f"ablate {study.name} {trial.key}",
-                ).remote(args[0], trial.key, *args[1:], gpus)
-                inflight[ref] = trial
-            ready, _ = ray.wait(list(inflight), num_returns=1)
-            for ref in ready:
-                ended(_collect(ray, ref, inflight.pop(ref), tracker, runs, options))
-        interrupted = False
-    except BaseException:
-        _cancel(ray, inflight, tracker, runs)
-        raise
-    finally:
-        tracker.finish_study(runs, study, interrupted)
-    return runs, [outcomes[t.key] for t in study.trials if t.key in outcomes]
-
-
-def _collect(ray, ref, trial, tracker, runs, options) -> Outcome:
-    from ray.exceptions import RayError, RayTaskError
-
-    from ablate.study import StudyError
-
-    try:
-        result = ray.get(ref)
-    except RayTaskError as exc:  # raised outside run_trial's own handling: not retried
-        return _lost(trial, tracker, runs, f"the trial's Ray task raised:\n{exc}")
-    except RayError as exc:  # the worker (or its node) died more often than max_retries
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        return _lost(trial, tracker, runs,
-                     f"the Ray worker running this trial died {options.max_retries + 1} times "
-                     f"({type(exc).__name__}: {first}); its checkpoint is kept for a rerun")
-    if result.status == "study-error":
-        raise StudyError(result.error)
-    if result.status == "environment-error":
-        raise EnvironmentProblem(f"on a Ray worker: {result.error}")
-    return Outcome(trial, result.status, result.run_id, result.value, result.error)
-
-
-def _lost(trial: Trial, tracker: Tracker, runs: StudyRuns, error: str) -> Outcome:
-    """A trial whose task ended without a result: record it as failed (a rerun resumes it)."""
-    try:
-        record = tracker.trial_record(runs, trial)
-        if record is not None and record.status == "running":
-            tracker.end_trial(record.run_id, "failed", {}, error)
-    except Exception:  # the outcome still says failed; the store keeps the run resumable
-        record = None
-    return Outcome(trial, "failed", record.run_id if record else None, None, error)
-
-
-def _cancel(ray: Any, inflight: Mapping[Any, Trial], tracker: Tracker, runs: StudyRuns) -> None:
-    """Stop the outstanding tasks and leave their trials resumable.
-
-    Running tasks are stopped by ending their worker processes (``force=True``), not with a
-    KeyboardInterrupt inside them: an interrupt can land inside an MLflow call and leave a
-    long-lived worker holding, e.g., the sqlite store's write lock. A dead process releases
-    its locks; its trial keeps its checkpoint and ``ablate.status=running``, and its run is
-    marked KILLED here, as the in-process executor marks an interrupted trial. A second Ctrl-C
-    stops the waiting.
-    """
-    refs = list(inflight)
-    for ref in refs:
-        try:
-            ray.cancel(ref, force=True)
-        except Exception:
-            pass
-    if not refs:
-        return
-    ray.wait(refs, num_returns=len(refs), timeout=CANCEL_WAIT_S)
-    for trial in inflight.values():
-        try:
-            record = tracker.trial_record(runs, trial)
-            if record is not None and record.status == "running":
-                tracker.interrupt_trial(record.run_id)
-        except Exception:  # best effort: the trial is resumable either way
-            pass
+    return ray, _connect(ray, options, source.runtime_env())

@@ -9,7 +9,8 @@ from typing import Any
 
 from ablate.execute.cluster import is_cluster_address
 from ablate.execute.files import EnvironmentProblem
-from ablate.study import Study, StudySource
+from ablate.source import StudySource
+from ablate.study import Study
 
 SHIP_LIMIT_MB = 100  # default for ABLATE_SHIP_LIMIT_MB: most a study's folder may weigh to ship
 
@@ -61,7 +62,7 @@ class StudyFile:
         path on this node. :class:`StudyError` if neither holds the same bytes."""
         import sys
 
-        from ablate.study import StudyError
+        from ablate.validate import StudyError
 
         original = Path(self.path)
         shipped = [Path(entry) / self.folder.name / original.name for entry in sys.path

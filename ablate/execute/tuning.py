@@ -1,4 +1,4 @@
-"""A variant's own hyperparameter search (``Study(tune=...)``), run or resumed before its trials."""
+"""A variant's own hyperparameter search (``Study(tuning=...)``), run or resumed first."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate.execute.files import file_lock
-from ablate.execute.trial import OnLog, TrialRun, failure_text, make_run, train
+from ablate.execute.record import OnLog, TrialRecorder, failure_text, make_run, train
 from ablate.study import Study, Trial
 from ablate.track import StudyRuns, Tracker
 
@@ -44,18 +44,18 @@ def tuned_values(
 ) -> dict[str, Any]:
     """The variant's best values from its own Optuna search, run or resumed here.
 
-    Each tuning trial trains the variant's config with ``study.tune_config`` and the suggested
-    values on ``study.tune_seed``, as a child run tagged ``ablate.role=tuning``. The search is
+    Each tuning trial trains the variant's config with ``study.tuning.settings`` and the suggested
+    values on ``study.tuning.seed``, as a child run tagged ``ablate.role=tuning``. The search is
     kept in ``<root>/<study>/<variant>.tune.journal`` under a per-variant lock: a rerun continues
     it, a finished search is only read back, and the seeds of a variant never search twice.
     """
     import optuna
 
-    from ablate.train.tune import search
+    from ablate.train.search import search
 
     def objective(params: dict[str, Any], number: int, report: Callable[[float, int], None]):
-        config = {**variant.config, **study.tune_config, **params}
-        trial = Trial(replace(variant, config=config), study.tune_seed)
+        config = {**variant.config, **study.tuning.settings, **params}
+        trial = Trial(replace(variant, config=config), study.tuning.seed)
 
         def forward(metrics: dict[str, float], step: int) -> None:
             if on_log is not None:
@@ -63,7 +63,7 @@ def tuned_values(
             if study.metric in metrics:
                 report(metrics[study.metric], step)
 
-        life = TrialRun.tuning(study, tracker, runs, trial, number)
+        life = TrialRecorder.tuning(study, tracker, runs, trial, number)
         run = make_run(study, trial, tracker, life.run_id, root, -1, forward)
         run.checkpoint_dir = root / study.name / "tuning" / f"{variant.id}-t{number}"
         run.clear_checkpoint()  # a tuning trial always starts from scratch
@@ -83,9 +83,9 @@ def tuned_values(
     with file_lock(root / study.name / f"{variant.id}.tune.lock", blocking=True):
         result = search(
             name=variant.id,
-            space=study.tune,
-            n_trials=study.tune_trials,
-            seed=study.tune_seed,
+            space=study.tuning.space,
+            n_trials=study.tuning.trials,
+            seed=study.tuning.seed,
             mode=study.mode,
             storage_path=root / study.name / f"{variant.id}.tune.journal",
             objective=objective,

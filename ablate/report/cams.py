@@ -1,7 +1,7 @@
 """The class activation map figure, assembled from the maps each trial recorded when it ended.
 
 The maps are computed by the training loop (``ablate.train.artifacts``: ``cams.npz`` per trial,
-with ``train.keep_weights``); this module only reads those arrays and draws them, so a report
+with ``train.cams``); this module only reads those arrays and draws them, so a report
 rebuilds no model and loads no data.
 """
 

@@ -8,14 +8,13 @@ loop attached to each trial when it ended. Nothing here trains, rebuilds a model
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from ablate.report.spec import ReportSpec, spec_from_study
+from ablate.stats.spec import ReportSpec, spec_from_study
 
 CAMS = "cams.npz"  # the artifact ablate.train.artifacts attaches to each trial
 
@@ -66,37 +65,26 @@ def collect(study: Any, tracker: Any, *, command: str, study_file: str,
                 "study (parent) run id": runs.parent_run_id},
     )
     cams, cams_missing = _cams(study, tracker, results, history, folder)
-    tuning = tracker.tuning(study) if study.tune else None
+    tuning = tracker.tuning(study) if study.tuning.space else None
     return Collected(results, history, spec, runs, samples, cams, cams_missing, tuning)
 
 
 def record_verdicts(tracker: Any, study: Any, runs: Any, results: Any, spec: Any) -> None:
     """The report's verdict for each variant (its comparison with the baseline, as the
     report's variant table gives it) onto the variant's row in MLflow (tag ablate.verdict)."""
-    from ablate.report.stats import compare
+    from ablate.stats.compare import compare
+    from ablate.stats.verdict import Verdict
 
     verdicts = {row.variant: str(row.verdict) for row in compare(results, spec).itertuples()}
-    verdicts[study.baseline_variant.id] = "baseline"
+    verdicts[study.baseline_variant.id] = Verdict.BASELINE.value
     tracker.record_verdicts(study, runs, verdicts)
-
-
-def reproduce(args: Any) -> str:
-    """The ``ablate run`` and ``ablate report`` command lines of the parsed ``args``."""
-    extra = "".join(f" --study {args.study}" for _ in [0] if args.study)
-    extra += "".join(f" --set {shlex.quote(o)}" for o in args.overrides)
-    extra += f" --seeds {args.seeds}" if args.seeds else ""
-    extra += f" --min-effect {args.min_effect:g}" if args.min_effect is not None else ""
-    extra += f" --tune-trials {args.tune_trials}" if args.tune_trials else ""
-    uri = f" --tracking-uri {shlex.quote(args.tracking_uri)}" if args.tracking_uri else ""
-    return (f"ablate run {args.study_file}{extra}{uri}\n"
-            f"ablate report {args.study_file}{extra}{uri}")
 
 
 def _cams(study: Any, tracker: Any, results: Any, history: Any,
           folder: Path) -> tuple[Path | None, list[str] | None]:
     """The CAM figure from the ``cams.npz`` of one finished seed per variant (studies with
-    ``train.keep_weights``); without it, the variants whose trials recorded none."""
-    if not study.uses_builtin_loop or not study.variants[0].config.get("train.keep_weights"):
+    ``train.cams``); without it, the variants whose trials recorded none."""
+    if not study.uses_builtin_loop or not study.variants[0].config.get("train.cams"):
         return None, None
     from ablate.report.cams import (
         NO_WEIGHTS,
@@ -119,7 +107,7 @@ def _cams(study: Any, tracker: Any, results: Any, history: Any,
         if file is not None:
             rows.append((v.label, read_record(file)))
         else:
-            rows.append((v.label, NOT_RECORDED if v.config.get("train.keep_weights")
+            rows.append((v.label, NOT_RECORDED if v.config.get("train.cams")
                          else NO_WEIGHTS))
     if not_applicable(rows):  # not image classification: no CAMs to show
         return None, None
@@ -150,7 +138,8 @@ def _samples(study: Any, tracker: Any, results: Any) -> dict[str, str] | None:
 
 
 def _notes(results: Any, left_out: list[tuple[str, int]]) -> list[str]:
-    """One line each on what the report left out and on trials trained differently."""
+    """One line each on what the report left out, on trials kept from older code or other
+    data (``--keep-changed``) and on trials trained differently."""
     notes = []
     if left_out:
         n = sum(count for _, count in left_out)
@@ -158,7 +147,10 @@ def _notes(results: Any, left_out: list[tuple[str, int]]) -> list[str]:
         notes.append(f"This report covers the {len(results)} trials of this plan only. Left out: "
                      f"{n} trial run{'s' * (n != 1)} of other plans of this study, which differ "
                      f"in: {groups}{'; ...' if len(left_out) > 4 else ''}.")
-    differs = [k for k, v in environment(results).items() if v.startswith("DIFFERS")]
+    kept, explained = _kept(results)
+    notes += kept
+    differs = [k for k, v in environment(results).items()
+               if v.startswith("DIFFERS") and k not in explained]
     if differs:
         notes.append(f"Warning: these trials were trained in different environments or code "
                      f"(different {', '.join(differs)}: see Environment), so a difference "
@@ -166,20 +158,61 @@ def _notes(results: Any, left_out: list[tuple[str, int]]) -> list[str]:
     return notes
 
 
+def _kept(results: Any) -> tuple[list[str], set[str]]:
+    """The note on trials that ``--keep-changed`` reused although they were trained with older
+    code or on other data (their ``ablate.kept`` tag, ``<code>/<data>``, names the code and
+    data it accepted them for), and the environment keys that note explains."""
+    if "kept" not in results.columns or results.empty:
+        return [], set()
+    kept = results["kept"].fillna("").astype(str)
+    rows = results[kept != ""]
+    if rows.empty:
+        return [], set()
+    accepted = kept[kept != ""].str.split("/", n=1, expand=True).reindex(columns=[0, 1])
+    accepted = accepted.fillna("")
+    code = rows["code"].fillna("").astype(str) if "code" in rows else pd.Series("", rows.index)
+    data = rows["data"].fillna("").astype(str) if "data" in rows else pd.Series("", rows.index)
+    older = code != accepted[0]
+    other = (data != "") & (accepted[1] != "") & (data != accepted[1])
+    total, parts = len(results), []
+    if older.any():
+        before = ", ".join(sorted(set(code[older])))
+        parts.append(f"{int(older.sum())} of {total} trials were trained with older code (kept "
+                     f"with --keep-changed: code fingerprint {before}, the study's is "
+                     f"{_most(accepted[0][older])})")
+    if other.any():
+        parts.append(f"{int(other.sum())} of {total} trials were trained on other data (kept "
+                     f"with --keep-changed: their data changed since; data fingerprint "
+                     f"{', '.join(sorted(set(data[other])))}, now "
+                     f"{', '.join(sorted(set(accepted[1][other])))})")
+    if not parts:
+        return [], set()
+    note = "; ".join(parts) + ". A difference between variants may come from there."
+    return [note[0].upper() + note[1:]], {"code fingerprint"} if older.any() else set()
+
+
+def _most(values: Any) -> str:
+    return str(values.value_counts().index[0])
+
+
 def environment(results: Any) -> dict[str, str]:
-    """What the trials were trained with, from their own records (``ablate.env.*`` tags): one
-    value per key, or every value with its trial count where the trials differ."""
+    """What the trials were trained with, from their own records (``ablate.env.*`` tags and the
+    code fingerprint): one value per key, or every value with its trial count where the trials
+    differ; and the data fingerprint(s), which differ by design where the data settings do."""
     env = {}
-    for column in [c for c in results.columns if c.startswith("env.")] + ["code"]:
+    for column in [c for c in results.columns if c.startswith("env.")] + ["code", "data"]:
+        if column not in results.columns:
+            continue
         values = results[column].fillna("").astype(str)
         values = values[values != ""]
         if values.empty:
             continue
         counts = values.value_counts()
-        name = "code fingerprint" if column == "code" else column[len("env."):].replace("_", " ")
+        name = {"code": "code fingerprint", "data": "data fingerprint"}.get(
+            column, column[len("env."):].replace("_", " "))
+        listed = ", ".join(f"{v} ({n} trial{'s' * (n != 1)})" for v, n in counts.items())
         env[name] = (counts.index[0] if len(counts) == 1 else
-                     "DIFFERS: " + ", ".join(f"{v} ({n} trial{'s' * (n != 1)})"
-                                             for v, n in counts.items()))
+                     listed if column == "data" else "DIFFERS: " + listed)
     return env
 
 

@@ -15,16 +15,16 @@ from pathlib import Path
 import pandas as pd
 
 from ablate.report import plots
-from ablate.report.effects import effects
 from ablate.report.fmt import escape, format_number, plural
 from ablate.report.sections.common import band, md_table
 from ablate.report.sections.conclusion import conclusion, display_order, first_table_rows
 from ablate.report.sections.costs import costs_section, tuning_section
 from ablate.report.sections.factorial import factorial_details
 from ablate.report.sections.methods import methods_section, provenance
-from ablate.report.sequential import scheduled
-from ablate.report.spec import ALPHA, ReportSpec
-from ablate.report.stats import compare, importance, summarize
+from ablate.stats.compare import compare, importance, summarize
+from ablate.stats.effects import effects
+from ablate.stats.sequential import scheduled
+from ablate.stats.spec import ALPHA, ReportSpec
 
 
 def write_report(

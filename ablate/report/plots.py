@@ -18,23 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ablate.report.effects import factor_levels
-from ablate.report.spec import ReportSpec
-from ablate.report.stats import summarize
-from ablate.report.trials import usable, varying_factors
+from ablate.stats.compare import summarize
+from ablate.stats.effects import factor_levels
+from ablate.stats.spec import ReportSpec
+from ablate.stats.trials import usable, varying_factors
+from ablate.stats.verdict import Verdict
 
-VERDICT_COLOURS = {
-    "helps": "#1a9850",
-    "hurts": "#d73027",
-    "interaction found": "#e66101",
-    "negligible": "#2166ac",
-    "unstable": "#762a83",
-    "no clear effect": "#737373",
-    "undecided": "#737373",
-    "not enough data": "#bdbdbd",
-    "all diverged": "#40004b",
-    "all failed": "#000000",
-}
 MAX_LINES = 8
 DPI = 110
 WIDTH = 8.2  # inches: about 900 px, GitHub's column width
@@ -96,11 +85,11 @@ def forest_plot(family: pd.DataFrame, spec: ReportSpec, path: str | Path) -> Pat
     fig = _figure(WIDTH, _rows_height(len(family)))
     ax = fig.subplots()
     if spec.min_effect is not None:
-        ax.axvspan(-spec.min_effect, spec.min_effect, color=VERDICT_COLOURS["negligible"],
+        ax.axvspan(-spec.min_effect, spec.min_effect, color=Verdict.NEGLIGIBLE.colour,
                    alpha=0.12, label=f"±{spec.min_effect:g} (min_effect)")
     pos = pd.Series(np.arange(len(family)), index=family.index)
     for outcome, group in family.groupby("outcome", sort=False):
-        colour = VERDICT_COLOURS.get(outcome, "grey")
+        colour = Verdict(outcome).colour
         shown = group[group["diff"].notna()]
         err = np.vstack([shown["diff"] - shown["ci_low"], shown["ci_high"] - shown["diff"]])
         ax.errorbar(shown["diff"], pos[shown.index], xerr=np.nan_to_num(err), fmt="o",
@@ -197,7 +186,7 @@ def seed_plot(results: pd.DataFrame, spec: ReportSpec, path: str | Path) -> Path
         if lost:
             ax.annotate(", ".join(lost), (1.0, i), xycoords=("axes fraction", "data"),
                         xytext=(-4, 0), textcoords="offset points", ha="right", va="center",
-                        fontsize=7, color=VERDICT_COLOURS["unstable"])
+                        fontsize=7, color=Verdict.UNSTABLE.colour)
     _legend_right(ax, "seed")
     ax.tick_params(axis="y", labelsize=8)
     ax.set(xlabel=f"final {spec.metric} ({_better(spec)} is better)", ylabel="")

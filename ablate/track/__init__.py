@@ -31,42 +31,20 @@ runs in few calls), :mod:`~ablate.track.tracker` (the Tracker).
 
 from __future__ import annotations
 
-from ablate.track.reads import ACTIVATION_PREFIXES, ACTIVATIONS
-from ablate.track.records import (
-    DONE,
-    ENVIRONMENT,
-    STATUSES,
-    SUMMARY,
-    StudyRuns,
-    TrialRecord,
-)
+from ablate.track.records import SUMMARY, StudyRuns, TrialRecord
 from ablate.track.store import (
-    HTTP_WAITS,
     TrackingError,
     bound_http_waits,
     describe_failure,
-    prepare_sqlite_store,
     quiet_mlflow,
     resolve_uri,
     sqlite_path,
 )
-from ablate.track.summary import VariantSummary, run_names, variant_summary
+from ablate.track.summary import run_names
 from ablate.track.tracker import Tracker, history, results
-from ablate.track.ui import (
-    NOTE,
-    UI_HOST,
-    VIEW_TAG,
-    plan_token,
-    runs_url,
-    ui_hint,
-    ui_host,
-    view_key,
-    view_state,
-)
+from ablate.track.ui import runs_url, ui_hint, ui_host
 
-__all__ = ["ACTIVATIONS", "ACTIVATION_PREFIXES", "DONE", "ENVIRONMENT", "HTTP_WAITS", "NOTE",
-           "STATUSES", "SUMMARY", "UI_HOST", "VIEW_TAG", "StudyRuns", "Tracker", "TrackingError",
-           "TrialRecord", "VariantSummary", "bound_http_waits", "describe_failure", "history",
-           "plan_token", "prepare_sqlite_store", "quiet_mlflow", "resolve_uri", "results",
-           "run_names", "runs_url", "sqlite_path", "ui_hint", "ui_host", "variant_summary",
-           "view_key", "view_state"]
+# The names used outside this package; the rest are its modules' own.
+__all__ = ["SUMMARY", "StudyRuns", "Tracker", "TrackingError", "TrialRecord", "bound_http_waits",
+           "describe_failure", "history", "quiet_mlflow", "resolve_uri", "results", "run_names",
+           "runs_url", "sqlite_path", "ui_hint", "ui_host"]

@@ -18,11 +18,11 @@ if TYPE_CHECKING:
 
     from ablate.study import Study, Trial
 
-ACTIVATIONS = "activations.json"  # a trial's activation statistics (see RunReads.activations)
+ACTIVATIONS = "activations.json"  # a trial's activation statistics (see RunReader.activations)
 ACTIVATION_PREFIXES = ("act_mean/", "act_std/")
 
 
-class RunReads(TrackerBase):
+class RunReader(TrackerBase):
     """Reads a plan's trial runs: one row each, their per-epoch histories, tuning, files."""
 
     def results(self, study: Study) -> pd.DataFrame:
@@ -31,7 +31,7 @@ class RunReads(TrackerBase):
 
         columns = ["run_id", "variant", "label", "baseline", "seed", "status", *study.factors,
                    "final", "best", "n_params", "flops_per_sample", "train_seconds",
-                   "peak_mem_mb", "epochs", "device", "tuned", "error", "code",
+                   "peak_mem_mb", "epochs", "device", "tuned", "error", "code", "data", "kept",
                    *(f"env.{k}" for k in ENVIRONMENT)]
         rows = []
         for trial, run in self._plan_runs(study):
@@ -52,6 +52,8 @@ class RunReads(TrackerBase):
                 "tuned": tags.get("ablate.tuned", ""),
                 "error": tags.get("ablate.error", ""),
                 "code": tags.get("ablate.code", ""),
+                "data": tags.get("ablate.data", ""),
+                "kept": tags.get("ablate.kept", ""),
                 **{f"env.{k}": tags.get(f"ablate.env.{k}", "") for k in ENVIRONMENT},
             })
         return pd.DataFrame(rows, columns=columns)
@@ -76,12 +78,24 @@ class RunReads(TrackerBase):
             groups[what] = groups.get(what, 0) + 1
         return sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))
 
+    def stored_configs(self, study: Study) -> dict[str, dict[str, str]]:
+        """Variant id -> its resolved config as logged (params, ``seed`` aside) for every
+        variant of the experiment with a trial run (of any plan; replaced runs aside)."""
+        exp_id = self.experiment_id(study)
+        if exp_id is None:
+            return {}
+        configs: dict[str, dict[str, str]] = {}
+        for (variant, _), run in sorted(self._trial_runs(exp_id).items()):
+            if variant not in configs:
+                configs[variant] = {k: v for k, v in run.data.params.items() if k != "seed"}
+        return configs
+
     def tuning(self, study: Study) -> pd.DataFrame:
         """One row per tuning trial: variant, label, number, status, final value, tuned params."""
         import pandas as pd
 
         exp_id = self.experiment_id(study)
-        keys = list(study.tune)
+        keys = list(study.tuning.space)
         columns = ["run_id", "variant", "label", "number", "status", "value", *keys]
         if exp_id is None or not keys:
             return pd.DataFrame(columns=columns)

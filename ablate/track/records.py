@@ -6,12 +6,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-STATUSES = ("finished", "diverged", "failed", "running")
+STATUSES = ("finished", "diverged", "failed", "timed out", "running")
 DONE = ("finished", "diverged")  # a trial with one of these statuses is never trained again
 # What each trial records about the code and machine it was trained with (tags ablate.env.*).
 ENVIRONMENT = ("ablate", "git_commit", "git_dirty", "python", "torch", "cuda", "cudnn",
                "platform", "cpu", "gpu", "threads", "device")
-MLFLOW_STATUS = {"finished": "FINISHED", "diverged": "FINISHED", "failed": "FAILED"}
+MLFLOW_STATUS = {"finished": "FINISHED", "diverged": "FINISHED", "failed": "FAILED",
+                 "timed out": "FAILED"}
 SUMMARY = ("n_params", "flops_per_sample", "train_seconds", "peak_mem_mb", "epochs")
 
 
@@ -20,6 +21,8 @@ class TrialRecord:
     run_id: str
     status: str
     code: str = ""  # the code fingerprint it was trained with
+    data: str = ""  # the fingerprint of the data it was trained on (built-in loop)
+    kept: str = ""  # "<code>/<data>" that --keep-changed accepted it for, if it did
 
     @property
     def done(self) -> bool:
@@ -54,6 +57,8 @@ def pick(runs: Iterable[Any]) -> dict[tuple[str, int], Any]:
 
 
 def record_of(run: Any) -> TrialRecord:
-    """A trial run's record: its id, status and code fingerprint."""
+    """A trial run's record: its id, status, code and data fingerprints, and what
+    ``--keep-changed`` accepted it for."""
     tags = run.data.tags
-    return TrialRecord(run.info.run_id, tags.get("ablate.status", ""), tags.get("ablate.code", ""))
+    return TrialRecord(run.info.run_id, tags.get("ablate.status", ""), tags.get("ablate.code", ""),
+                       tags.get("ablate.data", ""), tags.get("ablate.kept", ""))

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ablate.study import Study
 
 
-class PlanRows(TrackerBase):
+class VariantRowWriter(TrackerBase):
     """Writes what MLflow's UI shows of a plan: its variant rows, their figures, its view."""
 
     def prepare_view(self, study: Study, runs: StudyRuns) -> StudyRuns:

@@ -80,7 +80,7 @@ def run_names(study: Study) -> dict[str, str]:
 def _abbreviations(keys: list[str]) -> dict[str, str]:
     """Factor key -> a short name: the initials of a multi-word name (batch_norm -> bn), a short
     word kept (pool), a long one cut (residual -> res); longer forms where two would clash."""
-    from ablate.study import short_names
+    from ablate.design import short_names
 
     tails = short_names(keys)
 

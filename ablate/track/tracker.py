@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ablate.track.reads import RunReads
-from ablate.track.trials import TrialRuns
+from ablate.track.reads import RunReader
+from ablate.track.trials import RunWriter
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -13,11 +13,12 @@ if TYPE_CHECKING:
     from ablate.study import Study
 
 
-class Tracker(TrialRuns, RunReads):
+class Tracker(RunWriter, RunReader):
     """Reads and writes one study's runs in one tracking store: the plan's and its trials' runs
-    (:class:`~ablate.track.trials.TrialRuns`), the UI's variant rows
-    (:class:`~ablate.track.rows.PlanRows`) and the reads (:class:`~ablate.track.reads.RunReads`),
-    over one connection (:class:`~ablate.track.base.TrackerBase`)."""
+    (:class:`~ablate.track.trials.RunWriter`), the UI's variant rows
+    (:class:`~ablate.track.rows.VariantRowWriter`) and the reads
+    (:class:`~ablate.track.reads.RunReader`), over one connection
+    (:class:`~ablate.track.base.TrackerBase`)."""
 
 
 def results(study: Study, tracking_uri: str | None = None) -> pd.DataFrame:

@@ -19,7 +19,7 @@ from ablate.track.records import (
     record_of,
     replaced,
 )
-from ablate.track.rows import PlanRows
+from ablate.track.rows import VariantRowWriter
 from ablate.track.summary import trial_note
 from ablate.track.ui import NOTE, plan_token
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ablate.study import Study, Trial
 
 
-class TrialRuns(PlanRows):
+class RunWriter(VariantRowWriter):
     """Creates, resumes and ends the plan's run and its trial (and tuning) runs."""
 
     def find_study(self, study: Study) -> StudyRuns | None:

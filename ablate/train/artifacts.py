@@ -7,9 +7,10 @@ map ``f`` instead gives the map ``sum_c w_kc f_c(i, j)`` of where the evidence f
 With a global average pool this is exact (the logit is the map's spatial mean plus ``b_k``); with
 a global max pool it is the usual approximation.
 
-With ``train.keep_weights`` the loop computes them on fixed validation images once training
-ends and attaches them to the trial's run as ``cams.npz``, which ``ablate report`` assembles
-into one figure without rebuilding any model or loading any data. The file holds
+With ``train.cams`` (``train.keep_weights`` keeps the weights, not these) the loop computes them
+on fixed validation images once training ends and attaches them to the trial's run as
+``cams.npz``, which ``ablate report`` assembles into one figure without rebuilding any model or
+loading any data. The file holds
 ``applicable`` (False where the data is not image classification, e.g. text or arrays),
 ``pictures`` (the un-normalised images [N, H, W, C] in [0, 1]), ``labels`` [N], ``classes``,
 and either ``cams`` [N, H, W] with ``preds`` [N] or ``reason``, why the model has no CAM.

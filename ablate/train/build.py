@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
-from ablate.study import DATA_DERIVED, Study, StudyError, canonical, required_parameters
+from ablate.config import DATA_DERIVED, canonical
+from ablate.resolve import required_parameters
+from ablate.study import Study
+from ablate.validate import StudyError
 
 # Stand-ins for values the data provides at run time, used only for the meta-device check.
 _PLACEHOLDERS: dict[str, Any] = {
@@ -71,26 +76,38 @@ def _check_devices(study: Study) -> None:
                              f"available here. Fix: --set train.device=auto.")
 
 
-def check_data(study: Study) -> int:
-    """Build each distinct data config once, so a missing file fails now, not mid-study.
+def check_data(study: Study) -> dict[str, str]:
+    """Build each distinct data config once, so a missing file fails now, not mid-study, and
+    fingerprint what it loaded (see :func:`ablate.data.fingerprint.data_fingerprint`).
 
-    Returns the number of distinct data configs loaded. Raises :class:`StudyError` naming the
-    variant and the data factory's own message (which says where the files go).
+    Returns variant id -> the fingerprint of its data (``{}`` for a ``train=fn`` study), the
+    value each trial of the variant records as ``ablate.data``. Each config is loaded as a trial
+    loads it: with the variant's ``train.threads`` and the RNGs seeded with the plan's first
+    seed (a data function that draws from the global RNG gives the first seed's data). Raises
+    :class:`StudyError` naming the variant and the data factory's own message (which says where
+    the files go).
     """
     if not study.uses_builtin_loop:
-        return 0
+        return {}
+    from ablate.config import RUN_DEFAULTS
+    from ablate.data.fingerprint import data_fingerprint
     from ablate.train.loop import factory_kwargs
 
     assert study.data is not None
-    loaded: set[str] = set()
+    seed = study.seeds[0] if study.seeds else 0
+    loaded: dict[str, str] = {}  # canonical data config and threads -> fingerprint
+    out: dict[str, str] = {}
     for variant in study.variants:
         kwargs = factory_kwargs(variant.config, "data")
-        key = canonical(kwargs)
+        threads = int(variant.config.get("train.threads", RUN_DEFAULTS["train.threads"]))
+        key = f"{canonical(kwargs)}|{threads}"
         if key in loaded:
+            out[variant.id] = loaded[key]
             continue
         name = getattr(study.data, "__name__", repr(study.data))
         try:
-            data = study.data(**kwargs)
+            with _as_in_a_trial(threads, seed):
+                data = study.data(**kwargs)
         except Exception as exc:
             raise StudyError(
                 f"the data for variant {variant.label!r} can't be loaded: {name} raised "
@@ -104,8 +121,31 @@ def check_data(study: Study) -> int:
                 f"TextData (text()), or pass train=fn to train on anything else."
             )
         _check_metric(study, data)
-        loaded.add(key)
-    return len(loaded)
+        loaded[key] = out[variant.id] = data_fingerprint(data)
+    return out
+
+
+@contextlib.contextmanager
+def _as_in_a_trial(threads: int, seed: int) -> Iterator[None]:
+    """torch's thread count and the RNGs as a trial of ``seed`` has them when it loads its data
+    (a parallel reduction's last bits depend on the thread count); both restored after."""
+    import random
+
+    import numpy as np
+
+    from ablate.train.run import seed_everything
+
+    saved = (torch.get_num_threads(), random.getstate(), np.random.get_state(),
+             torch.get_rng_state())
+    torch.set_num_threads(threads)
+    seed_everything(seed)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        random.setstate(saved[1])
+        np.random.set_state(saved[2])
+        torch.set_rng_state(saved[3])
 
 
 def _check_metric(study: Study, data: Any) -> None:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ablate.config import DATA_DERIVED, canonical, factory_kwargs
+from ablate.data.fingerprint import data_fingerprint
 from ablate.data.images import ImageData
 from ablate.train.artifacts import log_cams
 from ablate.train.cost import PeakMemory, count_params, train_flops_per_sample
@@ -53,6 +54,7 @@ def fit(
             f"'classification' or 'language_model'. Fix: return ablate.data.ImageData, "
             f"ArrayData (from_arrays) or TextData, or use train=fn for other tasks."
         )
+    run.set_tags({"ablate.data": data_fingerprint(data)})  # what it trains on, as loaded
     channels_last = cuda and bool(config["train.channels_last"]) and isinstance(data, ImageData)
     data = data.to(device, channels_last=True) if channels_last else data.to(device)
 
@@ -112,6 +114,7 @@ def fit(
         run.summary["peak_mem_mb"] = peak
     if config["train.keep_weights"]:
         run.keep_weights(model.state_dict())
+    if config.get("train.cams"):
         log_cams(run, model, data)  # the report's class activation maps (cams.npz)
 
 

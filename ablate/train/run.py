@@ -20,7 +20,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from ablate.study import StudyError
+from ablate.validate import StudyError
 
 __all__ = ["Diverged", "MetricMissing", "Run", "resolve_device", "seed_everything"]
 
@@ -48,6 +48,7 @@ class Run:
         checkpoint_dir: a directory private to this trial, kept until the trial ends.
         resumed: True when a checkpoint from an interrupted attempt was found.
         summary: extra summary metrics logged when the trial ends (the loop adds cost figures).
+        tags: the tags :meth:`set_tags` recorded on the trial's run.
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class Run:
         logged_through: int = -1,
         on_log: Callable[[dict[str, float], int], None] | None = None,
         artifact_sink: Callable[[Path, str | None], None] | None = None,
+        tag_sink: Callable[[dict[str, str]], None] | None = None,
     ) -> None:
         self.config = dict(config)
         self.seed = seed
@@ -81,6 +83,8 @@ class Run:
         self._logged_through = logged_through
         self._on_log = on_log
         self._artifact_sink = artifact_sink
+        self._tag_sink = tag_sink
+        self.tags: dict[str, str] = {}  # what set_tags recorded on this trial
         self._first_step: int | None = None
         self._pending: dict[str, float] = {}  # this step's metrics, not yet sent to the sink
         self._pending_step: int | None = None
@@ -137,6 +141,14 @@ class Run:
                 f"the study metric {self.metric!r} was never logged (logged: {logged}). Fix: set "
                 f"metric= in the Study to one of those, or log {self.metric!r} with run.log()."
             )
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Record ``tags`` (string values) on this trial's run, e.g. the built-in loop's
+        ``ablate.data``, the fingerprint of the data it trains on."""
+        values = {str(k): str(v) for k, v in tags.items()}
+        self.tags.update(values)
+        if self._tag_sink is not None:
+            self._tag_sink(values)
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         """Attach a file to this trial's run (copied to the tracking store, under ``folder``)."""

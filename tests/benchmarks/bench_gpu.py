@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ablate.config import TRAIN_DEFAULTS
 from ablate.data import ImageData
 from ablate.models import CharRNN, ConvNet
-from ablate.study import TRAIN_DEFAULTS
 from ablate.train.loop import fit
 from ablate.train.run import Run, seed_everything, set_determinism
 

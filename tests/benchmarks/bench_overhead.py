@@ -34,10 +34,12 @@ from torch import nn
 from torch.optim.lr_scheduler import OneCycleLR
 
 from ablate import execute
+from ablate.config import TRAIN_DEFAULTS
 from ablate.data import ImageData, digits
 from ablate.execute import trial as lifecycle
 from ablate.models import ConvNet
-from ablate.study import TRAIN_DEFAULTS, Study, load_study
+from ablate.source import load_study
+from ablate.study import Study
 from ablate.track import Tracker
 from ablate.train.loop import fit
 from ablate.train.run import Run, seed_everything, set_determinism

@@ -90,7 +90,7 @@ def main() -> None:
     import torch
 
     sys.path.insert(0, str(ROOT))
-    from ablate.study import load_study
+    from ablate.source import load_study
 
     study = load_study(args.study, seeds=args.seeds)
     print(f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}, "

@@ -154,7 +154,7 @@ def hand(phase: str, db: str, trials: int, seeds: int, steps: int) -> None:
 
 def ablate_reads(study_file: str, db: str) -> None:
     """The report's reads through ablate's Tracker, in-process (imports excluded)."""
-    from ablate.study import load_study
+    from ablate.source import load_study
     from ablate.track import Tracker, quiet_mlflow
 
     study = load_study(study_file)

@@ -8,11 +8,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from ablate.report import compare, write_report
-from ablate.report.boundaries import FIXED, adaptive_looks, spent
-from ablate.report.inference import equivalence_p, holm_confidence, intervals, step_down
-from ablate.report.sequential import MAX_SEEDS, schedule, scheduled
-from ablate.report.validation import sequential_error_rates, simulate
+from ablate.report import write_report
+from ablate.stats import compare
+from ablate.stats.boundaries import FIXED, adaptive_looks, spent
+from ablate.stats.inference import equivalence_p, holm_confidence, intervals, step_down
+from ablate.stats.sequential import MAX_SEEDS, schedule, scheduled
+from ablate.stats.validation import sequential_error_rates, simulate
 
 
 def study(effects: dict[str, float], n_seeds: int, min_effect: float | None, seed: int = 0):

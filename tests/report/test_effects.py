@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ablate.report import compare, effects
-from ablate.report.effects import dominant_factor, trivial_cells, without_trivial
-from ablate.report.inference import holm_confidence
-from ablate.report.validation import factorial_error_rates, simulate, simulate_factorial
+from ablate.stats import compare, effects
+from ablate.stats.effects import dominant_factor, trivial_cells, without_trivial
+from ablate.stats.inference import holm_confidence
+from ablate.stats.validation import factorial_error_rates, simulate, simulate_factorial
 
 DECIDED = ("helps", "hurts", "interaction found")
 

@@ -8,9 +8,7 @@ import pandas as pd
 import pytest
 
 from ablate.report import (
-    ReportSpec,
     activation_plot,
-    compare,
     cost_plot,
     forest_plot,
     importance_plot,
@@ -20,6 +18,7 @@ from ablate.report import (
     write_report,
 )
 from ablate.report.fmt import escape, format_mb, format_number, format_p, plus_minus
+from ablate.stats import ReportSpec, compare
 
 FACTORS = {
     "model.batch_norm": [True, False],

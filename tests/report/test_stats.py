@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from itertools import product
 
 import numpy as np
@@ -5,8 +7,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from ablate.report import ReportSpec, compare, factorial_effects, importance, summarize
-from ablate.report.validation import planted_effect_figures, simulate
+from ablate.stats import ReportSpec, compare, factorial_effects, importance, summarize
+from ablate.stats.validation import planted_effect_figures, simulate
+from ablate.stats.verdict import Verdict
 
 
 def factorial(effect, factors, n_seeds=4, seed=0, noise=0.5, design="full_factorial", aliases=None):
@@ -187,3 +190,30 @@ def test_empty_cell_falls_back_to_main_effects():
     effects = factorial_effects(results[results["variant"] != "v3"], spec)
     assert set(effects["anova"]["kind"]) == {"main", "block"}
     assert "interactions cannot be estimated" in effects["notes"][0]
+
+
+def test_stats_sits_below_report_and_execute():
+    """``import ablate.stats`` loads neither the report nor the executors, nor plotting, MLflow
+    or Ray."""
+    code = ("import sys, ablate.stats; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('matplotlib', 'seaborn', 'mlflow', 'ray') or m.startswith(('ablate.report', "
+            "'ablate.execute'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_verdicts_are_one_vocabulary():
+    """Each verdict is its printed text, in the report's counting order, with its colour and
+    whether it is decided (stops an adaptive variant) and a finding (printed in bold)."""
+    assert Verdict("no clear effect") is Verdict.NO_CLEAR_EFFECT == "no clear effect"
+    assert f"{Verdict.HELPS}" == str(Verdict.HELPS) == "helps"
+    assert [v.value for v in sorted(Verdict, key=lambda v: v.order)][:5] == [
+        "helps", "hurts", "interaction found", "negligible", "unstable"]
+    assert {v.value for v in Verdict if v.decided} == {
+        "helps", "hurts", "interaction found", "negligible", "unstable", "all diverged",
+        "all failed"}
+    assert {v.value for v in Verdict if v.finding} == {
+        "helps", "hurts", "interaction found", "negligible", "unstable"}
+    assert [Verdict.HURTS.counted(3), Verdict.HELPS.counted(1),
+            Verdict.NOT_ENOUGH_DATA.counted(2)] == ["3 hurt", "1 helps", "2 with not enough data"]
+    assert Verdict.HELPS.colour == "#1a9850"

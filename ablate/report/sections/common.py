@@ -7,9 +7,8 @@ import re
 import pandas as pd
 
 from ablate.report.fmt import escape, format_number, format_p, plus_minus
-from ablate.report.spec import ReportSpec
-
-DECIDED = ("helps", "hurts", "interaction found", "negligible")
+from ablate.stats.spec import ReportSpec
+from ablate.stats.verdict import Verdict
 
 
 def md_table(header: list[str], rows: list[list[str]], numeric: tuple[int, ...] = ()) -> str:
@@ -37,8 +36,9 @@ def seeds_cell(row: pd.Series) -> str:
 
 
 def verdict_cell(row: pd.Series) -> str:
+    """The verdict as printed, in bold when it is a finding (:attr:`Verdict.finding`)."""
     text = escape(row["verdict"])
-    return f"**{text}**" if row["outcome"] in (*DECIDED, "unstable") else text
+    return f"**{text}**" if Verdict(row["outcome"]).finding else text
 
 
 def p_header(spec: ReportSpec) -> str:

@@ -8,18 +8,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ablate.report.effects import FACTORIAL
+from ablate.design import short_names
 from ablate.report.fmt import escape, format_number, interval, p_phrase, plural, plus_minus
 from ablate.report.sections.common import band, effects_table, md_table
-from ablate.report.sequential import MAX_SEEDS
-from ablate.report.spec import ALPHA, ReportSpec
-from ablate.study import short_names
-
-KIND_ORDER = ("helps", "hurts", "interaction found", "negligible", "unstable", "no clear effect",
-              "undecided", "not enough data", "all diverged", "all failed")
-
+from ablate.stats.effects import FACTORIAL
+from ablate.stats.sequential import MAX_SEEDS
+from ablate.stats.spec import ALPHA, ReportSpec
+from ablate.stats.verdict import Verdict
 
 MAX_NAMED = 8
+LOST = (Verdict.UNSTABLE, Verdict.ALL_DIVERGED, Verdict.ALL_FAILED)  # under **Unstable**
+UNCLEAR = (Verdict.NO_CLEAR_EFFECT, Verdict.UNDECIDED)  # under **Cannot tell** / **Undecided**
 
 
 def conclusion(family: pd.DataFrame, comparison: pd.DataFrame, spec: ReportSpec,
@@ -95,7 +94,7 @@ def _dependencies(family: pd.DataFrame, spec: ReportSpec) -> dict[str, list[str]
     """factor -> short names of the factors it has a found interaction with."""
     names = short_names(spec.factors)
     found = family[(family["kind"] == "interaction")
-                   & (family["outcome"] == "interaction found")]["factor"]
+                   & (family["outcome"] == Verdict.INTERACTION_FOUND)]["factor"]
     out: dict[str, list[str]] = {}
     for pair in found:
         fa, fb = pair.split(" × ")
@@ -117,9 +116,9 @@ def _by_size(rows: pd.DataFrame) -> pd.DataFrame:
 
 def _unstable_phrase(row: pd.Series) -> str:
     label = escape(row["label"])
-    if row["outcome"] == "all diverged":
+    if row["outcome"] == Verdict.ALL_DIVERGED:
         return f"{label} (diverged on every seed)"
-    if row["outcome"] == "all failed":
+    if row["outcome"] == Verdict.ALL_FAILED:
         return f"{label} (failed on every seed)"
     return f"{label} ({escape(row['unstable'])})"
 
@@ -129,24 +128,24 @@ def _findings(family: pd.DataFrame, comparison: pd.DataFrame, spec: ReportSpec) 
     metric = escape(spec.metric)
     lines = []
     depends = _dependencies(family, spec)
-    for outcome, title in (("helps", "Helps"), ("hurts", "Hurts"),
-                           ("interaction found", "Interactions")):
+    for outcome, title in ((Verdict.HELPS, "Helps"), (Verdict.HURTS, "Hurts"),
+                           (Verdict.INTERACTION_FOUND, "Interactions")):
         rows = _by_size(family[family["outcome"] == outcome])
         if len(rows):
             items = [_phrase(r, metric, depends) for _, r in rows.iterrows()]
             lines.append(f"- **{title}:** {_named(items)}.")
-    lost = comparison[comparison["outcome"].isin(["unstable", "all diverged", "all failed"])]
+    lost = comparison[comparison["outcome"].isin([v.value for v in LOST])]
     if len(lost):
         items = [_unstable_phrase(r) for _, r in lost.iterrows()]
         lines.append("- **Unstable** (k/n: lost to divergence or failure on k of the n seeds "
                      f"where the baseline finished): {_named(items)}.")
-    negligible = _by_size(family[family["outcome"] == "negligible"])
+    negligible = _by_size(family[family["outcome"] == Verdict.NEGLIGIBLE])
     if len(negligible):
         items = [f"{escape(r['term'])} ({interval(r['ci_low'], r['ci_high'])})"
                  for _, r in negligible.iterrows()]
         lines.append(f"- **Negligible** (the whole interval lies inside ±{band(spec)}, the "
                      f"smallest effect that matters: these do not matter): {_named(items)}.")
-    unclear = _by_size(family[family["outcome"].isin(["no clear effect", "undecided"])])
+    unclear = _by_size(family[family["outcome"].isin([v.value for v in UNCLEAR])])
     if len(unclear):
         items = [f"{escape(r['term'])} ({interval(r['ci_low'], r['ci_high'])})"
                  for _, r in unclear.iterrows()]
@@ -164,7 +163,7 @@ def _findings(family: pd.DataFrame, comparison: pd.DataFrame, spec: ReportSpec) 
             lines.append(f"- **Undecided** (the interval includes 0 and crosses ±{band(spec)}: "
                          "the data fit both no effect and one that matters): "
                          f"{_named(items)}.{hint}")
-    few = family[family["outcome"] == "not enough data"]
+    few = family[family["outcome"] == Verdict.NOT_ENOUGH_DATA]
     if len(few):
         lines.append("- **Not enough data** (fewer than 2 seeds where both sides finished): "
                      f"{_named([escape(t) for t in few['term']])}.")
@@ -174,16 +173,11 @@ def _findings(family: pd.DataFrame, comparison: pd.DataFrame, spec: ReportSpec) 
     return lines
 
 
-COUNT_WORDS = {"helps": ("helps", "help"), "hurts": ("hurts", "hurt"),
-               "no clear effect": ("with no clear effect",) * 2,
-               "not enough data": ("with not enough data",) * 2}
-
-
 def _count_line(family: pd.DataFrame, spec: ReportSpec) -> str:
     """``Of 16 tests: 1 helps, 3 hurt, 1 unstable, 11 with no clear effect (...)``."""
     counts = family["outcome"].value_counts()
-    parts = [f"{n} {COUNT_WORDS.get(kind, (kind, kind))[n != 1]}"
-             for kind in KIND_ORDER if (n := int(counts.get(kind, 0)))]
+    parts = [verdict.counted(n) for verdict in Verdict
+             if (n := int(counts.get(verdict.value, 0)))]
     how = "Holm-adjusted" if spec.min_effect is None else "step-down adjusted (Holm–Shaffer)"
     looks = ", at group-sequential boundaries" if spec.adaptive is not None else ""
     return (f"Of {plural(len(family), 'test')}: {', '.join(parts)} (paired over seeds, "

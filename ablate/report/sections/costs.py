@@ -17,7 +17,7 @@ from ablate.report.fmt import (
     plus_minus,
 )
 from ablate.report.sections.common import md_table
-from ablate.report.spec import ReportSpec
+from ablate.stats.spec import ReportSpec
 
 COSTS = {"n_params": ("Params", format_count), "flops_per_sample": ("FLOPs/sample", format_count),
          "train_seconds": ("Time/trial", format_seconds), "peak_mem_mb": ("Peak memory", format_mb)}

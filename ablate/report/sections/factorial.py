@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ablate.report.effects import FACTORIAL, dominant_factor, trivial_cells, without_trivial
+from ablate.design import short_names
 from ablate.report.fmt import DASH, escape, format_number, format_p, plural, plus_minus
 from ablate.report.sections.common import (
     effects_table,
@@ -14,9 +14,10 @@ from ablate.report.sections.common import (
     seeds_cell,
     verdict_cell,
 )
-from ablate.report.spec import ReportSpec
-from ablate.report.stats import summarize
-from ablate.study import short_names
+from ablate.stats.compare import summarize
+from ablate.stats.effects import FACTORIAL, dominant_factor, trivial_cells, without_trivial
+from ablate.stats.spec import ReportSpec
+from ablate.stats.verdict import Verdict
 
 
 def factorial_details(results, family, comparison, spec) -> list[str]:
@@ -97,7 +98,8 @@ def _variant_table(comparison: pd.DataFrame, summary: pd.DataFrame, spec: Report
     for _, s in summary.iterrows():
         mean = plus_minus(s["mean"], s["ci_low"], s["ci_high"])
         if s["variant"] not in comp.index:
-            rows.append([escape(s["label"]), mean, DASH, DASH, "baseline", _trials(s, spec)])
+            rows.append([escape(s["label"]), mean, DASH, DASH, Verdict.BASELINE.value,
+                         _trials(s, spec)])
             continue
         c = comp.loc[s["variant"]]
         rows.append([escape(s["label"]), mean,

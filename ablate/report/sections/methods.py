@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ablate.report.boundaries import SPENDING
-from ablate.report.effects import FACTORIAL
 from ablate.report.fmt import escape, plural
 from ablate.report.sections.common import band, fence, md_table
-from ablate.report.spec import ALPHA, ReportSpec
+from ablate.stats.boundaries import SPENDING
+from ablate.stats.effects import FACTORIAL
+from ablate.stats.spec import ALPHA, ReportSpec
 
 
 def methods_section(summary: pd.DataFrame, family: pd.DataFrame, spec: ReportSpec) -> list[str]:

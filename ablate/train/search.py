@@ -1,8 +1,9 @@
-"""Per-variant tuning with Optuna: each variant gets its own search over the same space and budget.
+"""Per-variant tuning's Optuna search: each variant gets its own, over the same space and budget.
 
 Comparing variants at one shared learning rate is a classic ablation mistake (a net without batch
-norm wants a smaller one), so a study with ``tune=`` first searches each variant's settings, then
-trains its seeds with the best values found.
+norm wants a smaller one), so a study with ``tuning=Tuning(...)`` (the settings:
+:mod:`ablate.tuning`) first searches each variant's settings, then trains its seeds with the best
+values found (:mod:`ablate.execute.tuning` runs this search for a variant).
 
 * TPE, seeded per tuning trial (seed + trial number), so a search gives the same suggestions
   whether it ran straight through or was interrupted and resumed.
@@ -113,7 +114,7 @@ def search(
     if not complete:
         raise NoTrialCompleted(
             f"all {n_trials} tuning trials of {name} diverged or failed; widen or move the "
-            f"search space (tune=...)."
+            f"search space (Tuning(space=...))."
         )
     best = study.best_trial
     if best.value is None:  # the best trial is a complete one, which always has a value

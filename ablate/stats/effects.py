@@ -13,7 +13,7 @@
   pair of levels of a factor whose levels were each run with everything else at the baseline
   (e.g. GRU vs RNN when both replaced the baseline's LSTM).
 
-Each contrast is computed per seed and tested across seeds (:mod:`ablate.report.inference`),
+Each contrast is computed per seed and tested across seeds (:mod:`ablate.stats.inference`),
 and the whole family gets one Holm correction.
 """
 
@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ablate.report.inference import Contrast, decide, estimate
-from ablate.report.sequential import rules, scheduled
-from ablate.report.spec import ReportSpec
-from ablate.report.trials import baseline_variant, grids, labels, variant_order
-from ablate.study import short_names
+from ablate.design import short_names
+from ablate.stats.inference import Contrast, decide, estimate
+from ablate.stats.sequential import rules, scheduled
+from ablate.stats.spec import ReportSpec
+from ablate.stats.trials import baseline_variant, grids, labels, variant_order
 
 FACTORIAL = ("full_factorial", "fractional")
 
@@ -174,7 +174,7 @@ def effects(results: pd.DataFrame, spec: ReportSpec, alpha: float = 0.05) -> pd.
     One row per contrast, with ``kind`` (variant, pair, main, interaction, simple), ``term``,
     the paired estimate (``diff``, ``n_pairs``, ``p``, ``p_holm``, ``confidence``, ``ci_low``,
     ``ci_high``, ``hedges_g``), the seeds lost (``lost_diverged``, ``lost_failed``,
-    ``lost_missing``) and the ``verdict``/``outcome`` (see :func:`ablate.report.inference.
+    ``lost_missing``) and the ``verdict``/``outcome`` (see :func:`ablate.stats.inference.
     decide`). Empty when there is nothing to compare. An adaptive study is first cut to its
     schedule; a contrast then uses the seeds all its variants were scheduled for.
     """

@@ -14,12 +14,13 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ablate.report.boundaries import Looks, adaptive_looks
-from ablate.report.effects import effects
-from ablate.report.inference import intervals, judge, paired_stats
-from ablate.report.sequential import Schedule, replay
-from ablate.report.spec import ALPHA, ReportSpec
-from ablate.report.stats import compare
+from ablate.stats.boundaries import Looks, adaptive_looks
+from ablate.stats.compare import compare
+from ablate.stats.effects import effects
+from ablate.stats.inference import intervals, judge, paired_stats
+from ablate.stats.sequential import Schedule, replay
+from ablate.stats.spec import ALPHA, ReportSpec
+from ablate.stats.verdict import Verdict
 
 
 def simulate(
@@ -72,11 +73,11 @@ def planted_effect_figures(reps: int = 400, seed: int = 0) -> dict:
     planted = {"base": 0.0, "treated": 1.0}
     false_calls, family_errors, detected, covered = 0, 0, 0, 0
     for _ in range(reps):
-        calls = compare(*simulate(null, 5, rng))["verdict"] != "no clear effect"
+        calls = compare(*simulate(null, 5, rng))["verdict"] != Verdict.NO_CLEAR_EFFECT
         false_calls += int(calls.sum())
         family_errors += bool(calls.any())
         row = compare(*simulate(planted, 10, rng)).iloc[0]
-        detected += bool(row["verdict"] == "helps")
+        detected += bool(row["verdict"] == Verdict.HELPS)
         covered += bool(row["ci_low"] <= planted["treated"] <= row["ci_high"])
     return {
         "reps": reps,
@@ -131,7 +132,7 @@ FACTORIAL = {"a": [0, 1], "b": [0, 1], "c": [0, 1, 2]}
 
 
 def factorial_error_rates(reps: int = 200, seed: int = 0, n_seeds: int = 5) -> dict:
-    """Family-wise error rate and power of :func:`ablate.report.effects.effects`, by simulation.
+    """Family-wise error rate and power of :func:`ablate.stats.effects.effects`, by simulation.
 
     * ``familywise_error_rate``: share of A/A studies (full factorial of two two-level factors
       and one three-level factor, 12 cells, no effect anywhere) in which any main effect, pair of
@@ -144,12 +145,12 @@ def factorial_error_rates(reps: int = 200, seed: int = 0, n_seeds: int = 5) -> d
     errors, detected, family = 0, 0, 0
     for _ in range(reps):
         null = effects(*simulate_factorial(lambda cell: 0.0, FACTORIAL, n_seeds, rng))
-        errors += bool((null["outcome"] != "no clear effect").any())
+        errors += bool((null["outcome"] != Verdict.NO_CLEAR_EFFECT).any())
         family = len(null)
         planted = effects(
             *simulate_factorial(lambda cell: float(cell["a"]), FACTORIAL, n_seeds, rng)
         ).set_index("term")
-        detected += bool(planted.loc["a: 0 → 1", "outcome"] == "helps")
+        detected += bool(planted.loc["a: 0 → 1", "outcome"] == Verdict.HELPS)
     return {
         "reps": reps,
         "seeds": n_seeds,
@@ -166,7 +167,7 @@ BOUNDS = (3, 12)  # the adaptive studies simulated: min_seeds, max_seeds
 def _verdicts_of(diffs: np.ndarray, counts: list[int], min_effect: float | None,
                  looks: Looks) -> dict[str, np.ndarray]:
     """The family of variant-vs-baseline comparisons on each variant's first ``counts`` paired
-    differences, decided as :func:`ablate.report.stats.compare` decides it (``outcome``,
+    differences, decided as :func:`ablate.stats.compare.compare` decides it (``outcome``,
     ``ci_low``, ``ci_high``; arrays, for speed)."""
     est = paired_stats([d[:n] for d, n in zip(diffs, counts)])
     out = intervals(est["diff"], est["se"], est["n_pairs"], est["p"], ALPHA,
@@ -181,7 +182,7 @@ def simulate_adaptive(
     looks: Looks | None = None,
 ) -> tuple[Schedule, dict[str, np.ndarray]]:
     """One adaptive study of the runner's shape (baseline first; noise as :func:`simulate`'s),
-    run round by round through :func:`ablate.report.sequential.replay`: its schedule and its
+    run round by round through :func:`ablate.stats.sequential.replay`: its schedule and its
     final family. ``looks``: the group-sequential looks (default), or :data:`FIXED` for naive
     repeated t-tests that treat every look as if it were the only one."""
     looks = adaptive_looks(*BOUNDS) if looks is None else looks
@@ -219,14 +220,14 @@ def sequential_error_rates(reps: int = 300, seed: int = 0) -> dict:
     for _ in range(reps):
         for looks, errors in ((None, "aa"), (fixed, "naive")):
             _, family = simulate_adaptive([0.0] * 5, rng, looks=looks)
-            found = bool(np.isin(family["outcome"], ["helps", "hurts"]).any())
+            found = bool(np.isin(family["outcome"], [Verdict.HELPS, Verdict.HURTS]).any())
             aa, naive = (aa + found, naive) if errors == "aa" else (aa, naive + found)
         plan, family = simulate_adaptive([0.0, 1.0], rng)
-        helps += bool(family["outcome"][0] == "helps")
+        helps += bool(family["outcome"][0] == Verdict.HELPS)
         covered += bool(family["ci_low"][0] <= 1.0 <= family["ci_high"][0])
         seeds += plan.counts["v1"]
         _, family = simulate_adaptive([0.0, 1.0], rng, min_effect=1.0)
-        false_negligible += bool(family["outcome"][0] == "negligible")
+        false_negligible += bool(family["outcome"][0] == Verdict.NEGLIGIBLE)
     power = helps / reps
     n, fixed_power = _fixed_seeds_for(power, rng, reps)
     return {

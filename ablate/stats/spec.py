@@ -27,9 +27,12 @@ class ReportSpec:
     notes: list[str] = field(default_factory=list)  # shown under the title: scope, provenance
     min_effect: float | None = None  # the smallest effect of interest, in the metric's units
     adaptive: tuple[int, int] | None = None  # (min_seeds, max_seeds) of seeds="adaptive"
-    # adaptive studies, from the recorded results (ablate.report.sequential.scheduled):
+    # adaptive studies, from the recorded results (ablate.stats.sequential.scheduled):
     seed_counts: dict[str, int] = field(default_factory=dict)  # variant -> seeds scheduled
     stops: dict[str, str] = field(default_factory=dict)  # variant -> why it stopped there
+    # the stopping rule's family (a DataFrame: each variant's row where it stopped), which the
+    # report shows as its comparisons with the baseline (ablate.stats.sequential.Schedule)
+    stopping: Any = field(default=None, compare=False, repr=False)
 
     @property
     def n_planned(self) -> int:
@@ -66,8 +69,9 @@ def spec_from_study(
         environment=dict(environment or {}),
         mlflow=dict(mlflow or {}),
         config=dict(study.baseline_variant.config),
-        tune={"space": dict(study.tune), "trials": study.tune_trials,
-              "config": dict(study.tune_config), "seed": study.tune_seed} if study.tune else {},
+        tune={"space": dict(study.tuning.space), "trials": study.tuning.trials,
+              "config": study.tuning.settings, "seed": study.tuning.seed}
+        if study.tuning.space else {},
         chance=_chance(study.metric, study.baseline_variant.config),
         notes=list(notes or []),
         min_effect=study.min_effect,

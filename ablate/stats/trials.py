@@ -13,10 +13,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ablate.report.spec import ReportSpec
+from ablate.stats.spec import ReportSpec
 
 COUNT_COLUMNS = ["n_finished", "n_diverged", "n_failed", "n_missing"]
-OUTCOMES = ("finished", "diverged", "failed", "missing")
 
 
 def usable(results: pd.DataFrame) -> pd.DataFrame:

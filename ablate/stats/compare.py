@@ -1,8 +1,8 @@
 """Statistics over per-trial results: summaries, comparisons with the baseline, ANOVA, importance.
 
-Which trials count is defined in :mod:`ablate.report.trials`; paired tests, Holm and the
-intervals that decide verdicts in :mod:`ablate.report.inference`; the design's family of
-effects in :mod:`ablate.report.effects`.
+Which trials count is defined in :mod:`ablate.stats.trials`; paired tests, Holm and the
+intervals that decide verdicts in :mod:`ablate.stats.inference`; the design's family of
+effects in :mod:`ablate.stats.effects`.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ablate.report.inference import Contrast, evaluate
-from ablate.report.sequential import rules, scheduled
-from ablate.report.spec import ReportSpec
-from ablate.report.trials import (
+from ablate.stats.inference import Contrast, evaluate
+from ablate.stats.sequential import rules, scheduled
+from ablate.stats.spec import ReportSpec
+from ablate.stats.trials import (
     COUNT_COLUMNS,
     baseline_variant,
     counts,
@@ -41,6 +41,10 @@ COMPARE_COLUMNS = [
     "hedges_g",
     "verdict",
     "outcome",
+    "reason",
+    "fragile",
+    "more_seeds",
+    "sd",
     "unstable",
     "n_seeds",
     "lost_diverged",
@@ -93,24 +97,31 @@ def compare(results: pd.DataFrame, spec: ReportSpec, alpha: float = 0.05) -> pd.
     Over the seeds where both the variant and the baseline finished: mean difference
     (variant − baseline), the paired t-test p-value (NaN with fewer than 2 pairs), Holm-corrected
     across these comparisons, and the Holm-consistent interval that decides the verdict
-    (:mod:`ablate.report.inference`). Hedges' g_z = J·d_z, d_z = mean(d)/sd(d), J = 1 −
+    (:mod:`ablate.stats.inference`). Hedges' g_z = J·d_z, d_z = mean(d)/sd(d), J = 1 −
     3/(4·(n−1) − 1), from 5 pairs on. Verdicts: ``helps``/``hurts`` (direction from
     ``spec.mode``) when the interval excludes 0, else ``no clear effect``; ``unstable (k/n
     diverged)`` when the variant diverged or failed on seeds where the baseline finished;
     ``not enough data``, ``all diverged`` and ``all failed`` as named; with ``spec.min_effect``,
     ``negligible`` when the interval lies inside ±min_effect and ``undecided`` instead of no
-    clear effect. An adaptive study is first cut to its schedule
-    (:func:`ablate.report.sequential.scheduled`) and tested at its group-sequential looks.
+    clear effect; not enough data (with its ``reason``) with fewer than 3 pairs or differences
+    that do not vary; ``fragile`` and ``more_seeds`` as :func:`ablate.stats.inference.fragility`
+    says. An adaptive study is first cut to its schedule
+    (:func:`ablate.stats.sequential.scheduled`), and its comparisons are the stopping rule's
+    own rows (each variant's from the round where it stopped, at the group-sequential looks):
+    one family, one decision. Its α is the stopping rule's, :data:`~ablate.stats.spec.ALPHA`.
     """
     results, spec = scheduled(results, spec)
     order = variant_order(results)
     if baseline_variant(results) is None or len(order) < 2:
         return pd.DataFrame(columns=COMPARE_COLUMNS)
-    values, outcome = grids(results, spec)
-    names = labels(results)
-    contrasts = [Contrast("variant", names[v], ({v: 1.0, order[0]: -1.0},), variant=v)
-                 for v in order[1:]]
-    out = evaluate(contrasts, values, outcome, alpha, spec.mode, **rules(spec))
+    if spec.stopping is not None:
+        out = spec.stopping
+    else:
+        values, outcome = grids(results, spec)
+        names = labels(results)
+        contrasts = [Contrast("variant", names[v], ({v: 1.0, order[0]: -1.0},), variant=v)
+                     for v in order[1:]]
+        out = evaluate(contrasts, values, outcome, alpha, spec.mode, **rules(spec))
     out = out.assign(label=out["term"]).join(counts(results, spec), on="variant")
     return out[COMPARE_COLUMNS]
 
