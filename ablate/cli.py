@@ -258,9 +258,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         from ablate.progress import StudyProgress
 
         with StudyProgress(study) as progress, store_lost(tracker.uri):
-            from ablate.execute import StudyFile
+            from ablate.execute import ShippedStudy
 
-            source = StudyFile.of(study_source(args))
+            source = ShippedStudy.of(study_source(args))
             try:
                 runs, outcomes = run_study(
                     study,

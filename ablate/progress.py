@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ablate.execute import Outcome
-    from ablate.track import StudyRuns
+    from ablate.track import PlanRuns
 
 
 class StudyProgress:
@@ -108,7 +108,7 @@ def print_summary(
     study: Study,
     table: pd.DataFrame,
     outcomes: Sequence[Outcome],
-    runs: StudyRuns,
+    runs: PlanRuns,
     uri: str,
     console: Console | None = None,
     report: str | None = None,

@@ -24,7 +24,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ablate.cli import main
-from ablate.execute import EnvironmentProblem, StudyFile, check_shipping, shipped_files
+from ablate.execute import EnvironmentProblem, ShippedStudy, check_shipping, shipped_files
 from ablate.validate import StudyError
 from tests.cluster import (
     PG_INSTALL,
@@ -204,7 +204,7 @@ def test_a_worker_loads_the_shipped_copy_or_says_what_is_missing(tmp_path, monke
     folder = tmp_path / "study"
     folder.mkdir()
     path = write(folder, STUDY)
-    source = StudyFile.of(path)  # (never loaded here)
+    source = ShippedStudy.of(path)  # (never loaded here)
     assert source.runtime_env() == {"py_modules": [str(folder)]}
     assert source.locate() == path  # nothing shipped: the file where it is
     shipped = tmp_path / "_ray_pkg_0" / "study"  # how Ray unpacks py_modules on a node

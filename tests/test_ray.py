@@ -307,7 +307,7 @@ def test_killed_worker_is_retried_and_resumes_from_its_checkpoint(ray_local, tmp
 @needs_ray
 def test_worker_dying_more_than_max_retries_fails_the_trial_and_a_rerun_resumes(ray_local,
                                                                                 tmp_path):
-    from ablate.execute import RayOptions, StudyFile, checkpoint_root, run_study
+    from ablate.execute import RayOptions, ShippedStudy, checkpoint_root, run_study
     from ablate.source import load_study
     from ablate.track import Tracker
 
@@ -324,7 +324,7 @@ def test_worker_dying_more_than_max_retries_fails_the_trial_and_a_rerun_resumes(
     ended = []
     runs, outcomes = run_study(
         load_study(path), tracker=Tracker(uri), root=checkpoint_root(ck),
-        source=StudyFile.of(path), ray=RayOptions(max_retries=0), on_trial_end=ended.append)
+        source=ShippedStudy.of(path), ray=RayOptions(max_retries=0), on_trial_end=ended.append)
     thread.join()
     assert {o.trial.key for o in ended} == {o.trial.key for o in outcomes} and len(ended) == 2
     status = {o.trial.variant.label: o for o in outcomes}

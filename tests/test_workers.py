@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ablate.cli import main
-from ablate.execute import StudyFile, resolve_workers, run_study
+from ablate.execute import ShippedStudy, resolve_workers, run_study
 from ablate.study import Study
 from tests.test_ray import lines, parent_run, snapshot, trial_runs, uri_of, user_study, wait_for
 from tests.test_runner import TINY, write
@@ -149,7 +149,7 @@ def _fn(config, run):  # pragma: no cover - never trained
 def test_the_default_number_of_workers(tmp_path, monkeypatch, config, workers, cpus, expected):
     monkeypatch.setattr("ablate.execute.pool._cpus", lambda: cpus)
     study = Study("w", train=_fn, config={"epochs": 1, **config}, seeds=2, metric="score")
-    source = StudyFile.of(write(tmp_path, "x = 1"))
+    source = ShippedStudy.of(write(tmp_path, "x = 1"))
     assert resolve_workers(workers, study.trials, source) == expected
     assert resolve_workers(workers, study.trials, None) == 1  # not from a file: in process
 
@@ -166,7 +166,7 @@ def test_workers_flag_is_checked(tmp_path, capsys):
 
 def test_python_api_trains_in_process_unless_given_the_study_file(tmp_path):
     study = Study("w", train=_fn, config={"epochs": 1}, seeds=2, metric="score")
-    with pytest.raises(ValueError, match="pass source=StudyFile.of"):
+    with pytest.raises(ValueError, match="pass source=ShippedStudy.of"):
         run_study(study, tracker=None, root=tmp_path, workers=2)  # refused before any use
 
 

@@ -27,9 +27,9 @@ from ablate.execute.outcome import Outcome
 from ablate.execute.pool import resolve_workers
 from ablate.execute.ray import RayOptions, require_ray
 from ablate.execute.runner import run_study
-from ablate.execute.ship import StudyFile, check_shipping, shipped_files
+from ablate.execute.ship import ShippedStudy, check_shipping, shipped_files
 
-__all__ = ["EnvironmentProblem", "Outcome", "RayOptions", "StudyFile",
+__all__ = ["EnvironmentProblem", "Outcome", "RayOptions", "ShippedStudy",
            "check_address", "check_checkpoint_root", "check_cluster_storage", "check_shipping",
            "checkpoint_root", "next_round", "require_ray", "resolve_workers", "run_study",
            "shipped_files"]

@@ -36,7 +36,7 @@ from ablate.execute.outcome import (
 )
 from ablate.execute.trial import done_before
 from ablate.study import Study, Trial
-from ablate.track import StudyRuns, Tracker, TrackingError
+from ablate.track import PlanRuns, Tracker, TrackingError
 from ablate.track.claims import Claims, Renewer, ensure_experiment
 from ablate.validate import StudyError
 
@@ -53,7 +53,7 @@ class Backend(Protocol):
     slots: int
     bounds_itself: bool
 
-    def start(self, study: Study, runs: StudyRuns) -> None:
+    def start(self, study: Study, runs: PlanRuns) -> None:
         """A round begins: the study and its runs, for the trials submitted in it."""
 
     def submit(self, trial: Trial, timeout: float | None) -> Hashable:
@@ -83,7 +83,7 @@ class _Job:
         return None if began is None or self.bound is None else began + self.bound + KILL_GRACE_S
 
 
-def prepare(study: Study, tracker: Tracker, owner: str | None = None) -> tuple[StudyRuns, Claims]:
+def prepare(study: Study, tracker: Tracker, owner: str | None = None) -> tuple[PlanRuns, Claims]:
     """The plan's runs, created once whichever runner comes first (under a claim in the
     store, so two runners in two folders never make two), and this runner's claims."""
     experiment = ensure_experiment(tracker.client, study.name)
@@ -106,7 +106,7 @@ def drive(
     on_trial_end: OnEnd | None = None,
     on_note: OnNote | None = None,
     owner: str | None = None,
-) -> tuple[StudyRuns, list[Outcome]]:
+) -> tuple[PlanRuns, list[Outcome]]:
     """Train every pending trial of ``study`` with ``backend``; its runs and each trial's
     outcome in the study's order. ``on_trial_end`` gets each outcome as it comes (skipped ones
     first); ``on_note`` a line for the user (a trial held by another runner, a timeout)."""
@@ -186,7 +186,7 @@ def drive(
     return runs, [outcomes[t.key] for t in study.trials if t.key in outcomes]
 
 
-def _claim(study: Study, trial: Trial, tracker: Tracker, runs: StudyRuns, claims: Claims,
+def _claim(study: Study, trial: Trial, tracker: Tracker, runs: PlanRuns, claims: Claims,
            held: dict[str, Trial], ended: OnEnd, say: OnNote) -> _Job | None:
     """Claim ``trial`` in the store: a job to submit, or None (held by another runner: set
     aside; done meanwhile: ended as skipped)."""
@@ -210,7 +210,7 @@ def _claim(study: Study, trial: Trial, tracker: Tracker, runs: StudyRuns, claims
     return _Job(trial, timeout_of(study))
 
 
-def _look_again(held: dict[str, Trial], queue: deque[Trial], tracker: Tracker, runs: StudyRuns,
+def _look_again(held: dict[str, Trial], queue: deque[Trial], tracker: Tracker, runs: PlanRuns,
                 claims: Claims, ended: OnEnd) -> None:
     """Trials held by other runners: ended there (``elsewhere``), or free again (their runner
     finished with them unfinished, or died and its lease ran out): queued to train here."""
@@ -239,7 +239,7 @@ def _wait_for(inflight: dict[Hashable, _Job], backend: Backend, looking: bool,
     return max(0.0, min(ends) - time.monotonic())
 
 
-def _collect(reply: Reply, trial: Trial, tracker: Tracker, runs: StudyRuns,
+def _collect(reply: Reply, trial: Trial, tracker: Tracker, runs: PlanRuns,
              deaths: dict[str, int]) -> Outcome | None:
     """The trial's outcome from its backend's reply; None to train it again (its process
     died, at most MAX_RETRIES times: it resumes from its checkpoint in the same MLflow run)."""
@@ -257,7 +257,7 @@ def _collect(reply: Reply, trial: Trial, tracker: Tracker, runs: StudyRuns,
     return Outcome(trial, reply.status, reply.run_id, reply.value, reply.error)
 
 
-def lost(trial: Trial, tracker: Tracker, runs: StudyRuns, error: str,
+def lost(trial: Trial, tracker: Tracker, runs: PlanRuns, error: str,
          status: str = "failed") -> Outcome:
     """A trial whose process ended without a result: recorded ``status`` (a rerun retries it,
     from its checkpoint, in the same MLflow run)."""
@@ -270,13 +270,13 @@ def lost(trial: Trial, tracker: Tracker, runs: StudyRuns, error: str,
     return Outcome(trial, status, record.run_id if record else None, None, error)
 
 
-def _timed_out(study: Study, trial: Trial, tracker: Tracker, runs: StudyRuns) -> Outcome:
+def _timed_out(study: Study, trial: Trial, tracker: Tracker, runs: PlanRuns) -> Outcome:
     bound = timeout_of(study) or 0.0
     return lost(trial, tracker, runs, timeout_message(bound) + f" (its process did not stop "
                 f"by itself within {KILL_GRACE_S:g} s of the bound and was ended)", TIMED_OUT)
 
 
-def _interrupt(trials: Iterable[Trial], tracker: Tracker, runs: StudyRuns) -> None:
+def _interrupt(trials: Iterable[Trial], tracker: Tracker, runs: PlanRuns) -> None:
     """Mark the runs of trials stopped in flight KILLED: each stays ``ablate.status=running``
     with its checkpoint, and a rerun resumes it."""
     for trial in trials:
@@ -306,13 +306,13 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-Round = Callable[[Study], tuple[StudyRuns, list[Outcome]]]
+Round = Callable[[Study], tuple[PlanRuns, list[Outcome]]]
 
 
 def in_rounds(
     study: Study, tracker: Tracker, run_round: Round,
     on_round: Callable[[Study], None] | None = None,
-) -> tuple[StudyRuns, list[Outcome]]:
+) -> tuple[PlanRuns, list[Outcome]]:
     """Run ``study`` through ``run_round`` (one :func:`drive` over a study's trials).
 
     A study with fixed seeds is one round. An adaptive study is run round by round: before each,

@@ -10,7 +10,7 @@ from ablate.execute.outcome import Reply
 from ablate.execute.record import OnLog
 from ablate.execute.trial import train_trial
 from ablate.study import Study, Trial
-from ablate.track import StudyRuns, Tracker
+from ablate.track import PlanRuns, Tracker
 
 
 class InProcess:
@@ -27,11 +27,11 @@ class InProcess:
         self.tracker, self.root = tracker, root
         self.on_trial_start, self.on_log = on_trial_start, on_log
         self.study: Study | None = None
-        self.runs: StudyRuns | None = None
+        self.runs: PlanRuns | None = None
         self.pending: dict[str, tuple[Trial, float | None]] = {}
         self.index: dict[str, int] = {}
 
-    def start(self, study: Study, runs: StudyRuns) -> None:
+    def start(self, study: Study, runs: PlanRuns) -> None:
         self.study, self.runs = study, runs
         self.index = {t.key: i for i, t in enumerate(study.trials)}
 

@@ -24,10 +24,10 @@ from ablate.execute.outcome import (
     Reply,
 )
 from ablate.execute.record import threads_of
-from ablate.execute.ship import StudyFile
+from ablate.execute.ship import ShippedStudy
 from ablate.execute.trial import train_trial
 from ablate.study import Study, Trial
-from ablate.track import StudyRuns, Tracker, TrackingError
+from ablate.track import PlanRuns, Tracker, TrackingError
 from ablate.validate import StudyError
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -35,7 +35,7 @@ GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")  # NVIDIA, ROCm, W
 
 
 def resolve_workers(workers: int | str | None, trials: Sequence[Trial],
-                    source: StudyFile | None) -> int:
+                    source: ShippedStudy | None) -> int:
     """How many worker processes train ``trials``: ``workers`` if a number, else (``auto``,
     None) the machine's CPUs over the trials' ``train.threads``; 1 for a study that doesn't
     come from a file (``source`` None) or whose trials use a GPU (``train.device`` cuda or
@@ -72,7 +72,7 @@ def uses_gpu(trials: Sequence[Trial]) -> bool:
 
 
 # ------------------------------------------------------------------------- in a worker process
-_loaded: tuple[StudyFile, Study] | None = None
+_loaded: tuple[ShippedStudy, Study] | None = None
 _trackers: dict[str, Tracker] = {}
 
 STARTED = "started"  # what a worker sends when the trial's own code starts (its clock starts)
@@ -112,7 +112,7 @@ def _init_worker(driver: int) -> None:
         os._exit(1)
 
 
-def pool_trial(source: StudyFile, key: str, uri: str, root: str, runs: StudyRuns,
+def pool_trial(source: ShippedStudy, key: str, uri: str, root: str, runs: PlanRuns,
                timeout: float | None = None,
                on_start: Callable[[], None] | None = None) -> tuple[Reply, list[Note]]:
     """One task of a worker: train trial ``key`` of the study in ``source`` (loaded once per
@@ -170,13 +170,13 @@ class WorkerPool:
 
     bounds_itself = False
 
-    def __init__(self, size: int, source: StudyFile, uri: str, root: Path,
+    def __init__(self, size: int, source: ShippedStudy, uri: str, root: Path,
                  on_start: Callable[[int], None] | None = None) -> None:
         self.slots, self.source, self.uri, self.root = size, source, uri, str(root.resolve())
         self.on_start = on_start
         self.announced = False
         self.workers: list[_Worker] = []
-        self.runs: StudyRuns | None = None
+        self.runs: PlanRuns | None = None
 
     def announce(self, pending: int) -> None:
         """At most as many workers as trials to train: said once, when the first round starts."""
@@ -185,7 +185,7 @@ class WorkerPool:
             if self.on_start is not None:
                 self.on_start(self.slots)
 
-    def start(self, study: Study, runs: StudyRuns) -> None:
+    def start(self, study: Study, runs: PlanRuns) -> None:
         self.runs = runs
 
     def submit(self, trial: Trial, timeout: float | None) -> Hashable:

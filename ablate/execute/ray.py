@@ -18,10 +18,10 @@ from ablate.execute.outcome import (
     Reply,
 )
 from ablate.execute.record import threads_of
-from ablate.execute.ship import StudyFile
+from ablate.execute.ship import ShippedStudy
 from ablate.execute.trial import train_trial
 from ablate.study import Study, Trial
-from ablate.track import StudyRuns
+from ablate.track import PlanRuns
 
 RAY_INSTALL = "pip install 'ablate-studies[ray]'"
 CANCEL_WAIT_S = 30.0  # after Ctrl-C: how long to wait for cancelled tasks to end
@@ -41,7 +41,7 @@ class RayOptions:
 
 
 def ray_trial(
-    source: StudyFile, key: str, uri: str, root: str, runs: StudyRuns, gpus: float = 0.0,
+    source: ShippedStudy, key: str, uri: str, root: str, runs: PlanRuns, gpus: float = 0.0,
     timeout: float | None = None,
 ) -> Reply:
     """The body of one Ray task: load the study, train trial ``key`` with :func:`train_trial`.
@@ -156,17 +156,17 @@ class RayBackend:
 
     bounds_itself = False
 
-    def __init__(self, ray: Any, source: StudyFile, uri: str, root: Path, options: RayOptions,
+    def __init__(self, ray: Any, source: ShippedStudy, uri: str, root: Path, options: RayOptions,
                  resources: dict[str, tuple[int, float]]) -> None:
         self.ray, self.source, self.uri, self.root = ray, source, uri, str(root.resolve())
         self.options, self.resources = options, resources
         self.task = ray.remote(ray_trial)
         self.slots = options.max_parallel or 1 << 30
-        self.runs: StudyRuns | None = None
+        self.runs: PlanRuns | None = None
         self.name = ""
         self.submitted: dict[Hashable, float] = {}
 
-    def start(self, study: Study, runs: StudyRuns) -> None:
+    def start(self, study: Study, runs: PlanRuns) -> None:
         self.runs, self.name = runs, study.name
 
     def submit(self, trial: Trial, timeout: float | None) -> Hashable:
@@ -216,7 +216,7 @@ class RayBackend:
             self.ray.wait(refs, num_returns=len(refs), timeout=CANCEL_WAIT_S)
 
 
-def connect(options: RayOptions, source: StudyFile) -> tuple[Any, bool]:
+def connect(options: RayOptions, source: ShippedStudy) -> tuple[Any, bool]:
     """The ``ray`` module, started or joined; and whether this call connected (and so must
     disconnect at the end)."""
     ray = require_ray()

@@ -12,7 +12,7 @@ from typing import Any
 
 from ablate.execute.outcome import TIMED_OUT, TrialTimeout, timeout_message
 from ablate.study import Study, Trial
-from ablate.track import StudyRuns, Tracker, TrackingError, TrialRecord, describe_failure
+from ablate.track import PlanRuns, Tracker, TrackingError, TrialRecord, describe_failure
 
 OnLog = Callable[[dict[str, float], int], None]
 
@@ -40,7 +40,7 @@ class TrialRecorder:
         self.error: str | None = None
 
     @classmethod
-    def open(cls, study: Study, tracker: Tracker, runs: StudyRuns, trial: Trial,
+    def open(cls, study: Study, tracker: Tracker, runs: PlanRuns, trial: Trial,
              record: TrialRecord | None, tuned: bool = False) -> TrialRecorder:
         """Start ``trial``'s run, or resume the one in ``record`` (which also completes the
         params and tags of a run created just before a kill); ``tuned``: tag the values its
@@ -56,7 +56,7 @@ class TrialRecorder:
         return life
 
     @classmethod
-    def tuning(cls, study: Study, tracker: Tracker, runs: StudyRuns, trial: Trial,
+    def tuning(cls, study: Study, tracker: Tracker, runs: PlanRuns, trial: Trial,
                number: int) -> TrialRecorder:
         """Start tuning trial ``number``'s run (a child run tagged ``ablate.role=tuning``)."""
         return cls(tracker, tracker.start_tuning(study, runs, trial, number))

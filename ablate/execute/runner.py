@@ -12,12 +12,12 @@ from ablate.execute.outcome import Outcome
 from ablate.execute.record import OnLog
 from ablate.execute.trial import done_before
 from ablate.study import Study, Trial
-from ablate.track import StudyRuns, Tracker
+from ablate.track import PlanRuns, Tracker
 from ablate.track.claims import new_owner
 
 if TYPE_CHECKING:
     from ablate.execute.ray import RayOptions
-    from ablate.execute.ship import StudyFile
+    from ablate.execute.ship import ShippedStudy
 
 
 def run_study(
@@ -25,7 +25,7 @@ def run_study(
     *,
     tracker: Tracker,
     root: Path,
-    source: StudyFile | None = None,
+    source: ShippedStudy | None = None,
     workers: int | str | None = "auto",
     ray: RayOptions | None = None,
     on_trial_start: Callable[[Trial, int], None] | None = None,
@@ -34,7 +34,7 @@ def run_study(
     on_round: Callable[[Study], None] | None = None,
     on_workers: Callable[[int], None] | None = None,
     on_note: OnNote | None = None,
-) -> tuple[StudyRuns, list[Outcome]]:
+) -> tuple[PlanRuns, list[Outcome]]:
     """Train every pending trial of ``study`` and return the plan's runs and each trial's
     outcome (an adaptive study round by round: :func:`~ablate.execute.driver.in_rounds`).
 
@@ -48,7 +48,7 @@ def run_study(
     """
     owner = new_owner()
 
-    def driven(backend: Any) -> Callable[[Study], tuple[StudyRuns, list[Outcome]]]:
+    def driven(backend: Any) -> Callable[[Study], tuple[PlanRuns, list[Outcome]]]:
         return lambda current: drive(current, tracker, backend, on_trial_end=on_trial_end,
                                      on_note=on_note, owner=owner)
 
@@ -73,7 +73,7 @@ def run_study(
         if source is None or workers == 1:
             if workers not in (1, None, "auto"):
                 raise ValueError("workers > 1 needs the study's file, for the workers to load "
-                                 "it: pass source=StudyFile.of(path)")
+                                 "it: pass source=ShippedStudy.of(path)")
             return in_rounds(study, tracker, driven(here), on_round)
         from ablate.execute.cluster import absolute_uri
         from ablate.execute.pool import WorkerPool, resolve_workers
@@ -81,7 +81,7 @@ def run_study(
         pool = WorkerPool(resolve_workers(workers, study.trials, source), source,
                           absolute_uri(tracker.uri), root, on_workers)
 
-        def round_(current: Study) -> tuple[StudyRuns, list[Outcome]]:
+        def round_(current: Study) -> tuple[PlanRuns, list[Outcome]]:
             pending = _pending(current, tracker)
             if min(pool.slots, len(pending)) < 2:  # one trial: here, with its live progress
                 return driven(here)(current)

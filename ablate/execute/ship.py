@@ -16,7 +16,7 @@ SHIP_LIMIT_MB = 100  # default for ABLATE_SHIP_LIMIT_MB: most a study's folder m
 
 
 @dataclass(frozen=True)
-class StudyFile:
+class ShippedStudy:
     """What a Ray worker needs to load the study itself.
 
     A :class:`Study` is never pickled: its functions live in a module only the driver imported.
@@ -33,7 +33,7 @@ class StudyFile:
     digest: str | None = None  # sha256 of the study file as the driver read it
 
     @classmethod
-    def of(cls, source: StudySource | str | os.PathLike[str]) -> StudyFile:
+    def of(cls, source: StudySource | str | os.PathLike[str]) -> ShippedStudy:
         """The study file of ``source`` (a path: the file as written), its path resolved."""
         if not isinstance(source, StudySource):
             source = StudySource(source)

@@ -18,14 +18,14 @@ from ablate.execute.outcome import Outcome, TrialTimeout
 from ablate.execute.record import OnLog, TrialRecorder, make_run, provenance, train
 from ablate.status import is_done
 from ablate.study import Study, Trial
-from ablate.track import StudyRuns, Tracker, TrialRecord
+from ablate.track import PlanRuns, Tracker, TrialRecord
 
 
 def train_trial(
     study: Study,
     trial: Trial,
     tracker: Tracker,
-    runs: StudyRuns,
+    runs: PlanRuns,
     root: Path,
     *,
     on_log: OnLog | None = None,
@@ -103,7 +103,7 @@ def done_before(trial: Trial, records: Mapping[tuple[str, int], TrialRecord]) ->
 
 
 def update_variant_row(
-    study: Study, trial: Trial, tracker: Tracker, runs: StudyRuns, root: Path
+    study: Study, trial: Trial, tracker: Tracker, runs: PlanRuns, root: Path
 ) -> None:
     """Recompute the ended trial's variant row in MLflow's UI (mean, CI, counts) from the
     store, in the process that trained the trial, under a per-variant lock so that two of its

@@ -10,14 +10,14 @@ from typing import Any
 from ablate.execute.files import file_lock
 from ablate.execute.record import OnLog, TrialRecorder, failure_text, make_run, train
 from ablate.study import Study, Trial
-from ablate.track import StudyRuns, Tracker
+from ablate.track import PlanRuns, Tracker
 
 
 def tuned_trial(
     study: Study,
     trial: Trial,
     tracker: Tracker,
-    runs: StudyRuns,
+    runs: PlanRuns,
     root: Path,
     *,
     on_log: OnLog | None = None,
@@ -37,7 +37,7 @@ def tuned_values(
     study: Study,
     variant: Any,
     tracker: Tracker,
-    runs: StudyRuns,
+    runs: PlanRuns,
     root: Path,
     *,
     on_log: OnLog | None = None,

@@ -31,7 +31,7 @@ runs in few calls), :mod:`~ablate.track.tracker` (the Tracker).
 
 from __future__ import annotations
 
-from ablate.track.records import SUMMARY, StudyRuns, TrialRecord
+from ablate.track.records import SUMMARY, PlanRuns, TrialRecord
 from ablate.track.store import (
     TrackingError,
     bound_http_waits,
@@ -45,6 +45,6 @@ from ablate.track.tracker import Tracker, history, results
 from ablate.track.ui import runs_url, ui_hint, ui_host
 
 # The names used outside this package; the rest are its modules' own.
-__all__ = ["SUMMARY", "StudyRuns", "Tracker", "TrackingError", "TrialRecord", "bound_http_waits",
+__all__ = ["SUMMARY", "PlanRuns", "Tracker", "TrackingError", "TrialRecord", "bound_http_waits",
            "describe_failure", "history", "quiet_mlflow", "resolve_uri", "results", "run_names",
            "runs_url", "sqlite_path", "ui_hint", "ui_host"]

@@ -30,7 +30,7 @@ class TrialRecord:
 
 
 @dataclass(frozen=True)
-class StudyRuns:
+class PlanRuns:
     experiment_id: str
     parent_run_id: str  # the parent run of the plan
     plan: str = ""  # the plan's id

@@ -13,7 +13,7 @@ from mlflow.entities import Metric, RunTag, ViewType
 
 from ablate.track.base import TrackerBase
 from ablate.track.params import dumps, log_params
-from ablate.track.records import StudyRuns, pick, replaced
+from ablate.track.records import PlanRuns, pick, replaced
 from ablate.track.summary import (
     VariantSummary,
     experiment_note,
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 class VariantRowWriter(TrackerBase):
     """Writes what MLflow's UI shows of a plan: its variant rows, their figures, its view."""
 
-    def prepare_view(self, study: Study, runs: StudyRuns) -> StudyRuns:
+    def prepare_view(self, study: Study, runs: PlanRuns) -> PlanRuns:
         """What MLflow's UI shows for the plan (call under the study's lock, after its run):
         one top-level run per variant (created if missing; trials are nested under it), the
         plan's id in the tag ``ablate.plans`` of every run of the plan (the view's filter), and
@@ -63,7 +63,7 @@ class VariantRowWriter(TrackerBase):
             self.client.set_experiment_tag(exp_id, name, value)
         return replace(runs, variants=variants)
 
-    def current_plans(self) -> list[tuple[str, StudyRuns, bool]]:
+    def current_plans(self) -> list[tuple[str, PlanRuns, bool]]:
         """``(study name, its current plan's runs, whether the plan has its saved view)`` for
         each ablate study in the store (what ``ablate ui`` links to)."""
         out = []
@@ -75,12 +75,12 @@ class VariantRowWriter(TrackerBase):
             if not plans:
                 continue
             newest = max(plans, key=lambda r: r.info.start_time or 0)
-            runs = StudyRuns(exp.experiment_id, newest.info.run_id,
+            runs = PlanRuns(exp.experiment_id, newest.info.run_id,
                              newest.data.tags.get("ablate.plan", ""))
             out.append((exp.name, runs, VIEW_TAG + view_key(runs.plan) in exp.tags))
         return out
 
-    def _variant_run_id(self, study: Study, runs: StudyRuns, variant: Any) -> str:
+    def _variant_run_id(self, study: Study, runs: PlanRuns, variant: Any) -> str:
         run = self._variant_runs(runs.experiment_id).get(variant.id)
         if run is not None:
             return run.info.run_id
@@ -88,7 +88,7 @@ class VariantRowWriter(TrackerBase):
                                         int(time.time() * 1000))
 
     def _create_variant_run(
-        self, study: Study, runs: StudyRuns, variant: Any, name: str, start_time: int
+        self, study: Study, runs: PlanRuns, variant: Any, name: str, start_time: int
     ) -> str:
         run = self.client.create_run(runs.experiment_id, start_time=start_time, run_name=name,
                                      tags={
@@ -109,7 +109,7 @@ class VariantRowWriter(TrackerBase):
         if plan and token not in plans:
             self.client.set_tag(run.info.run_id, "ablate.plans", " ".join([*plans, token][-200:]))
 
-    def update_variant(self, study: Study, runs: StudyRuns, variant: Any) -> None:
+    def update_variant(self, study: Study, runs: PlanRuns, variant: Any) -> None:
         """Recompute one variant's row (mean, CI, counts, status) from the store; the process
         that has just ended one of its trials calls this. Its description, which repeats the
         figures in words, is rewritten when the plan ends (one write per trial, ~30 ms)."""
@@ -124,7 +124,7 @@ class VariantRowWriter(TrackerBase):
         self._write_variant(study, variant, run, variant_summary(study, variant, trials),
                             describe=False)
 
-    def update_summaries(self, study: Study, runs: StudyRuns,
+    def update_summaries(self, study: Study, runs: PlanRuns,
                          verdicts: Mapping[str, str] | None = None) -> None:
         """Every variant row of the plan and the plan run's own summary, written where they
         changed (when a plan ends, and after ``ablate report`` recorded its verdicts); with
@@ -152,7 +152,7 @@ class VariantRowWriter(TrackerBase):
                                      "variants": len(study.variants)},
                             {NOTE: study_note(study, summaries, shown_verdicts)})
 
-    def record_verdicts(self, study: Study, runs: StudyRuns, verdicts: Mapping[str, str]) -> None:
+    def record_verdicts(self, study: Study, runs: PlanRuns, verdicts: Mapping[str, str]) -> None:
         """The report's verdict per variant id onto the variant rows (tags ``ablate.verdict``
         and ``ablate.verdict_plan``), with the rows' figures: one write per changed row."""
         self.update_summaries(study, runs, verdicts)

@@ -13,7 +13,7 @@ from ablate.track.params import dumps, log_params
 from ablate.track.records import (
     MLFLOW_STATUS,
     SUMMARY,
-    StudyRuns,
+    PlanRuns,
     TrialRecord,
     pick,
     record_of,
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 class RunWriter(VariantRowWriter):
     """Creates, resumes and ends the plan's run and its trial (and tuning) runs."""
 
-    def find_study(self, study: Study) -> StudyRuns | None:
+    def find_study(self, study: Study) -> PlanRuns | None:
         """The experiment and the parent run of the study's current plan, or None."""
         exp = self.client.get_experiment_by_name(study.name)
         if exp is None or exp.lifecycle_stage != "active":
@@ -39,9 +39,9 @@ class RunWriter(VariantRowWriter):
                                                   f"tags.`ablate.plan` = '{study.plan}'")
         if not parents:
             return None
-        return StudyRuns(exp.experiment_id, parents[0].info.run_id, study.plan)
+        return PlanRuns(exp.experiment_id, parents[0].info.run_id, study.plan)
 
-    def setup_study(self, study: Study) -> StudyRuns:
+    def setup_study(self, study: Study) -> PlanRuns:
         """Get or create the experiment and the study's parent run (call under a lock)."""
         exp = self.client.get_experiment_by_name(study.name)
         if exp is not None and exp.lifecycle_stage != "active":
@@ -82,9 +82,9 @@ class RunWriter(VariantRowWriter):
             RunTag("ablate.n_trials", str(len(study.trials))),
             RunTag("ablate.source", str(study.source or "")),
         ])
-        return self.prepare_view(study, StudyRuns(exp_id, parent_id, study.plan))
+        return self.prepare_view(study, PlanRuns(exp_id, parent_id, study.plan))
 
-    def finish_study(self, runs: StudyRuns, study: Study, interrupted: bool) -> None:
+    def finish_study(self, runs: PlanRuns, study: Study, interrupted: bool) -> None:
         """End the parent run: KILLED when this process was interrupted, FINISHED when every
         trial of the plan has ended; left RUNNING while another process still trains some."""
         if interrupted:
@@ -100,7 +100,7 @@ class RunWriter(VariantRowWriter):
         """Every trial of the experiment, of any plan: (variant id, seed) -> its run."""
         return {key: record_of(run) for key, run in self._trial_runs(experiment_id).items()}
 
-    def trial_record(self, runs: StudyRuns, trial: Trial) -> TrialRecord | None:
+    def trial_record(self, runs: PlanRuns, trial: Trial) -> TrialRecord | None:
         flt = (f"tags.`ablate.role` = 'trial' and "
                f"tags.`ablate.variant` = '{trial.variant.id}' and "
                f"tags.`ablate.seed` = '{trial.seed}'")
@@ -112,7 +112,7 @@ class RunWriter(VariantRowWriter):
         for record in records:
             self.client.set_tag(record.run_id, "ablate.replaced", "true")
 
-    def start_trial(self, study: Study, runs: StudyRuns, trial: Trial) -> str:
+    def start_trial(self, study: Study, runs: PlanRuns, trial: Trial) -> str:
         """Create the trial's child run with its tags and params; returns the run id."""
         v = trial.variant
         name = self._run_name(study, v)
@@ -126,7 +126,7 @@ class RunWriter(VariantRowWriter):
             NOTE: trial_note(study, trial),
         }, parent=runs.variants.get(v.id) or self._variant_run_id(study, runs, v))
 
-    def start_tuning(self, study: Study, runs: StudyRuns, trial: Trial, number: int) -> str:
+    def start_tuning(self, study: Study, runs: PlanRuns, trial: Trial, number: int) -> str:
         """A child run for one tuning trial of a variant (tag ``ablate.role=tuning``)."""
         name = self._run_name(study, trial.variant)
         return self._child_run(study, runs, trial, f"tune {name} #{number}", {
@@ -136,7 +136,7 @@ class RunWriter(VariantRowWriter):
         })
 
     def _child_run(
-        self, study: Study, runs: StudyRuns, trial: Trial, name: str, tags: Mapping[str, str],
+        self, study: Study, runs: PlanRuns, trial: Trial, name: str, tags: Mapping[str, str],
         parent: str | None = None,
     ) -> str:
         """A nested run (under ``parent``, else the plan's run) with the common tags and every
@@ -158,7 +158,7 @@ class RunWriter(VariantRowWriter):
         accepted, so a resume can complete a run whose creation a kill interrupted)."""
         log_params(self.client, run_id, trial.variant.config, {"seed": str(trial.seed)})
 
-    def resume_trial(self, study: Study, runs: StudyRuns, trial: Trial, run_id: str) -> int:
+    def resume_trial(self, study: Study, runs: PlanRuns, trial: Trial, run_id: str) -> int:
         """Mark a trial run running again, with all its tags and params (a kill may have come
         between its creation and its params); returns the last step already logged (-1)."""
         v = trial.variant
@@ -206,6 +206,6 @@ class RunWriter(VariantRowWriter):
     def log_artifact(self, run_id: str, path: Path, folder: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), folder)
 
-    def log_report(self, runs: StudyRuns, folder: Path) -> None:
+    def log_report(self, runs: PlanRuns, folder: Path) -> None:
         """Attach the report folder to the study's parent run (artifact path ``report``)."""
         self.client.log_artifacts(runs.parent_run_id, str(folder), "report")

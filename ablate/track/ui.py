@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING, Any
 
-from ablate.track.records import StudyRuns
+from ablate.track.records import PlanRuns
 from ablate.track.store import resolve_uri
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ def ui_hint(uri: str) -> str:
     return f"  (serve it: ablate ui{store})"
 
 
-def runs_url(runs: StudyRuns, host: str = UI_HOST, view: bool = True) -> str:
+def runs_url(runs: PlanRuns, host: str = UI_HOST, view: bool = True) -> str:
     """The plan's runs in MLflow's model-training view, one row per variant (the experiment's
     saved view :func:`view_key`; ``view=False`` for an experiment that has none)."""
     url = (f"{host.rstrip('/')}/#/experiments/{runs.experiment_id}/runs"
