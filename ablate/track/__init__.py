@@ -9,8 +9,8 @@ Layout (a contract, see README "How it works"):
   ``superseded`` for the others); its params are the baseline's resolved config;
 * one nested child run per trial (tag ``ablate.role=trial``) with tags ``ablate.study``,
   ``ablate.variant``, ``ablate.label``, ``ablate.seed``, ``ablate.status``, ``ablate.baseline``,
-  ``ablate.plan`` (the plan that first trained it), ``ablate.code`` (the code fingerprint), ``ablate.data``
-  (the data fingerprint), ``ablate.kept`` (reused with --keep-changed) and
+  ``ablate.plan`` (the plan that first trained it), ``ablate.code`` (the code fingerprint),
+  ``ablate.data`` (the data fingerprint), ``ablate.kept`` (reused with --keep-changed) and
   ``ablate.env.*`` (what it was trained with); params = every resolved config key; per-epoch
   metrics with ``step=epoch``; summary metrics ``final_<metric>``, ``best_<metric>``,
   ``n_params``, ``flops_per_sample``, ``train_seconds``, ``peak_mem_mb``, ``epochs``.
