@@ -18,6 +18,7 @@ from typing import Any
 from ablate.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
 from ablate.plan_view import print_plan
 from ablate.runcheck import (
+    Stopped,
     StoreLost,
     UsageError,
     changed_code,
@@ -40,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StudyError, UsageError) as exc:
         print(f"ablate {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    except StoreLost as exc:
+    except (StoreLost, Stopped) as exc:
         print(f"ablate {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
@@ -222,6 +223,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     data = _check(study)  # a wrong setting, a missing file or a wrong data: before any write
     workers = args.workers or _default_workers()
     from ablate.execute import EnvironmentProblem, check_checkpoint_root, run_study
+    from ablate.execute.driver import SameFailure
     from ablate.track import Tracker, TrackingError, bound_http_waits, quiet_mlflow, resolve_uri
 
     bound_http_waits()  # a tracking server that dies mid-study ends it within about a minute
@@ -278,6 +280,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 )
             except EnvironmentProblem as exc:
                 raise UsageError(str(exc)) from None
+            except SameFailure as exc:
+                raise Stopped(str(exc)) from None
             study = current(study, tracker)
             table = tracker.results(study)
     from ablate.progress import print_summary

@@ -12,18 +12,20 @@ def print_plan(study: Study) -> None:
     """A table of the variants (changed levels in bold), the trial count, and the settings
     that shape the plan (adaptive seeds, min_effect, tuning, fractional aliasing)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     names = short_names(study.factors)
-    table = Table(title=f"study {study.name!r}: {study.design} design", title_justify="left")
+    table = Table(title=escape(f"study {study.name!r}: {study.design} design"),
+                  title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("variant")
     table.add_column("label", overflow="fold")
     for key in study.factors:
-        table.add_column(names[key])
+        table.add_column(escape(names[key]))
     for i, v in enumerate(study.variants):
         cells = [_cell(v.levels[k], v.levels[k] != study.baseline[k]) for k in study.factors]
-        table.add_row(str(i), v.id, v.label, *cells)
+        table.add_row(str(i), v.id, escape(v.label), *cells)
     console = Console() if Console().is_terminal else Console(width=200)
     console.print(table)
     n_var, n_seeds = len(study.variants), len(study.seeds)
@@ -71,8 +73,9 @@ def _adaptive_plan(study: Study) -> str:
 
 
 def _cell(value: Any, changed: bool) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    text = text.replace("[", "\\[")
+    from rich.markup import escape
+
+    text = escape(value if isinstance(value, str) else repr(value))
     return f"[bold]{text}[/bold]" if changed else text
 
 

@@ -215,6 +215,10 @@ def _shown(value: str, limit: int = 40) -> str:
     return value if len(value) <= limit else value[:limit - 3] + "..."
 
 
+class Stopped(Exception):
+    """The study stopped before its end because every trial failed alike (exit 1)."""
+
+
 class StoreLost(Exception):
     """The tracking store failed mid-study (exit 1: a trial could not be recorded)."""
 

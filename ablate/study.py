@@ -37,6 +37,7 @@ from ablate.validate import (
     check_min_effect,
     check_mode,
     check_name,
+    check_param_names,
     check_parts,
     check_seeds,
     check_timeout,
@@ -167,6 +168,7 @@ class Study:
         check_name(name)
         check_parts(name, model, data, train)
         self.config = resolve_config(settings, model, data, builtin)
+        check_param_names([*self.config, *self.factors])
         check_levels(self.factors, builtin)
         check_factor_keys(name, self.factors, self.config, settings, model, data, builtin)
         if builtin:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
+import posixpath
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
@@ -299,4 +300,35 @@ def check_timeout(value: Any, factors: Iterable[str] = ()) -> float | None:
         raise StudyError(f"{TIMEOUT}={value!r}: give the most seconds a trial may run, a "
                          f"positive number (e.g. 3600), or None for no bound.")
     return float(value)
+
+
+# MLflow's rules for a param name (mlflow.utils.validation): these characters, at most 250 of
+# them, and no path that resolves to another name. Checked when the study is made, so a key MLflow
+# would refuse fails before anything is written, not in the middle of ``ablate run``.
+_PARAM_NAME = re.compile(r"^[/\w.\- :]*$")
+MAX_PARAM_NAME = 250
+
+
+def check_param_names(keys: Iterable[str]) -> None:
+    """Every setting is logged as an MLflow param: its key must be a name MLflow accepts."""
+    for key in keys:
+        norm = posixpath.normpath(key) if key else ""
+        if not _PARAM_NAME.match(key):
+            bad = "".join(sorted({c for c in key if not _PARAM_NAME.match(c)}))
+            why = f"it contains {bad!r}, and MLflow's param names may only contain letters, " \
+                  f"digits, _ - . : / and spaces"
+        elif len(key) > MAX_PARAM_NAME:
+            why = f"it is {len(key)} characters long, and MLflow's param names have at most " \
+                  f"{MAX_PARAM_NAME}"
+        elif norm != key or norm == "." or norm.startswith(("..", "/")):
+            why = f"MLflow reads a param name as a path, and this one resolves to {norm!r}"
+        else:
+            continue
+        raise StudyError(f"setting {key!r} can't be logged to MLflow: {why}. Fix: rename it "
+                         f"(e.g. {_renamed(key)!r}). Nothing was written.")
+
+
+def _renamed(key: str) -> str:
+    name = posixpath.normpath(re.sub(r"[^/\w.\- :]", "_", key)).lstrip("./") or "name"
+    return name[:MAX_PARAM_NAME]
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -109,7 +110,11 @@ class _Image(NamedTuple):
 def _scan(root: Path) -> tuple[list[str], dict[str, list[_Image]]]:
     """The classes and the images of each split: ``train``, and ``val`` (``val/`` or ``test/``)."""
     if not root.is_dir():
-        raise ImageFolderError(f"image folder '{root}' not found. Fix: set data.path to it.")
+        where = "" if root.is_absolute() else (
+            f" (a relative path, read from the working directory {os.getcwd()}: "
+            f"{root.resolve()})")
+        raise ImageFolderError(f"image folder '{root}' not found{where}. Fix: set data.path to "
+                               f"it (an absolute path works from any folder).")
     if not (root / "train").is_dir():
         raise ImageFolderError(
             f"'{root}' has no train/ folder. Fix: put the training images in "
@@ -218,7 +223,10 @@ def _cache_folder(root: Path) -> Path:
     """``root/.ablate-cache`` if it can be created and written, else one under ``cache_dir()``."""
     local = root / ".ablate-cache"
     try:
-        local.mkdir(exist_ok=True)
+        if not local.exists():
+            local.mkdir()
+            print(f"image_folder: decoded images are cached in {local} (made now; delete it "
+                  f"any time, it is rebuilt when needed)", file=sys.stderr, flush=True)
         if os.access(local, os.W_OK):
             return local
     except OSError:

@@ -115,10 +115,18 @@ def drive(
     outcomes: dict[str, Outcome] = {}
     say = on_note or (lambda line: None)
 
+    first_errors: dict[str, str] = {}  # variant id -> how its first trial ended here, if failed
+
     def ended(outcome: Outcome) -> None:
         outcomes[outcome.trial.key] = outcome
         if on_trial_end is not None:
             on_trial_end(outcome)
+        if outcome.status in ("skipped", "elsewhere"):
+            return
+        variant = outcome.trial.variant.id
+        if outcome.status == "failed" and variant not in first_errors:
+            first_errors[variant] = _last_line(outcome.error)
+        _same_failure(study, outcomes.values(), first_errors)
 
     queue: deque[Trial] = deque()
     for trial in study.trials:
@@ -132,7 +140,7 @@ def drive(
     deaths: dict[str, int] = {}
     order = {t.key: i for i, t in enumerate(study.trials)}
     backend.start(study, runs)
-    interrupted = True
+    interrupted, closed = True, False
     try:
         with Renewer(claims):
             next_look = time.monotonic() + POLL_S
@@ -171,6 +179,19 @@ def drive(
                         ended(_timed_out(study, job.trial, tracker, runs))
                         claims.release(job.trial.key)
             interrupted = False
+    except StudyError as exc:  # found only by training (a metric never logged): stop, and
+        closed = True  # close every run of the plan as failed (the next run opens them again)
+        backend.cancel(list(inflight))
+        for job in inflight.values():
+            lost(job.trial, tracker, runs, f"stopped: {exc}")
+        _stop(tracker, runs, study)
+        raise
+    except SameFailure:  # the trials in flight stay resumable; the summaries are written
+        interrupted = False
+        if inflight:
+            backend.cancel(list(inflight))
+            _interrupt([j.trial for j in inflight.values()], tracker, runs)
+        raise
     except BaseException as exc:
         if inflight:
             backend.cancel(list(inflight))
@@ -180,10 +201,55 @@ def drive(
     finally:
         claims.release_all()
         try:
-            tracker.finish_study(runs, study, interrupted)
+            if not closed:
+                tracker.finish_study(runs, study, interrupted)
         except Exception:  # the store is gone; the parent run stays RUNNING, harmlessly
             pass
     return runs, [outcomes[t.key] for t in study.trials if t.key in outcomes]
+
+
+class SameFailure(Exception):
+    """The first trial of several variants failed with the same error and none finished: the
+    cause is the study's or the machine's, not one variant's. The study stops (exit 1) with one
+    message instead of repeating it in every trial; the failed trials are retried by the next
+    ``ablate run``, the untried ones trained."""
+
+
+SAME_FAILURES = 3  # first trials of this many variants failing alike stop the study
+
+
+def _last_line(error: str | None) -> str:
+    lines = (error or "").strip().splitlines()
+    return lines[-1][:500] if lines else ""
+
+
+def _same_failure(study: Study, outcomes: Iterable[Outcome],
+                  first_errors: dict[str, str]) -> None:
+    """Raise :class:`SameFailure` when the first trials of ``SAME_FAILURES`` variants (all of
+    them, in a smaller study) failed with one error and no trial trained here has finished."""
+    ended = [o for o in outcomes if o.status not in ("skipped", "elsewhere")]
+    if any(o.status in ("finished", "diverged") for o in ended):
+        return
+    need = min(SAME_FAILURES, len(study.variants))
+    errors = set(first_errors.values())
+    if len(first_errors) >= need and len(errors) == 1 and need > 1:
+        (error,) = errors
+        raise SameFailure(
+            f"the first trial of {len(first_errors)} variants failed with the same error, and "
+            f"none finished: {error}\nThe cause is likely the study's or this machine's, not a "
+            f"variant's, so the study stops here rather than repeat it in every trial. Fix it "
+            f"(each failed trial's traceback is its MLflow run's artifact traceback.txt) and run "
+            f"again: the failed trials are retried and the others trained."
+        )
+
+
+def _stop(tracker: Tracker, runs: PlanRuns, study: Study) -> None:
+    """A study error found by training: the plan's run and its unfinished variant rows are
+    closed as failed (the next ``ablate run`` opens them again)."""
+    try:
+        tracker.stop_study(runs, study)
+    except Exception:  # the store is gone: nothing more to close
+        pass
 
 
 def _claim(study: Study, trial: Trial, tracker: Tracker, runs: PlanRuns, claims: Claims,

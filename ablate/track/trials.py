@@ -96,6 +96,15 @@ class RunWriter(VariantRowWriter):
         if all(r is not None and r.status != "running" for r in ended):
             self.client.set_terminated(runs.parent_run_id, "FINISHED")
 
+    def stop_study(self, runs: PlanRuns, study: Study) -> None:
+        """A study error that only training could show (a metric never logged): the parent run
+        and the plan's variant runs still running are closed FAILED; the next ``ablate run``
+        of the study opens them again."""
+        self.client.set_terminated(runs.parent_run_id, "FAILED")
+        for run_id in runs.variants.values():
+            if self.client.get_run(run_id).info.status == "RUNNING":
+                self.client.set_terminated(run_id, "FAILED")
+
     def trial_records(self, experiment_id: str) -> dict[tuple[str, int], TrialRecord]:
         """Every trial of the experiment, of any plan: (variant id, seed) -> its run."""
         return {key: record_of(run) for key, run in self._trial_runs(experiment_id).items()}

@@ -121,8 +121,54 @@ def check_data(study: Study) -> dict[str, str]:
                 f"TextData (text()), or pass train=fn to train on anything else."
             )
         _check_metric(study, data)
+        same = canonical(kwargs)
+        _check_forward(study, data, [v for v in study.variants
+                                     if canonical(factory_kwargs(v.config, "data")) == same])
         loaded[key] = out[variant.id] = data_fingerprint(data)
     return out
+
+
+def _check_forward(study: Study, data: Any, variants: list[Any]) -> None:
+    """Each distinct model of ``variants`` takes two inputs of ``data``, so a model and data that
+    don't fit (integer features into a float layer, a wrong input size) fail now, once, not in
+    every trial."""
+    if data.task != "classification":
+        return  # a language model's forward takes its hidden state: the loop's own business
+    from ablate.train.loop import model_kwargs
+
+    assert study.model is not None
+    try:
+        x = next(iter(data.val_batches()))[0][:2].cpu()
+    except Exception:  # no validation batch to try: the trial will say
+        return
+    # Shapes on the meta device (no memory, no compute); integer inputs for real on the CPU,
+    # since meta kernels don't check dtypes (ids into an embedding, or features into a float
+    # layer, which fails)
+    where = torch.device("cpu") if x.dtype == torch.int64 else torch.device("meta")
+    x = x.to(where)
+    tried: set[str] = set()
+    for variant in variants:
+        kwargs = model_kwargs(study.model, variant.config, data.model_kwargs)
+        key = repr(sorted(kwargs.items()))
+        if key in tried:
+            continue
+        tried.add(key)
+        try:
+            with torch.device(where), torch.no_grad():
+                study.model(**kwargs)(x)
+        except Exception as exc:
+            name = getattr(study.model, "__name__", repr(study.model))
+            fix = ("change the model or the data so that they fit, or exclude the variant with "
+                   "constraints=")
+            if x.dtype == torch.int64 and "dtype" in str(exc):
+                fix = ("the inputs are int64 (integer features are kept as token ids): convert "
+                       "numeric features to float before from_arrays (x.astype('float32')), or "
+                       "pass a model that embeds ids (one taking vocab_size)")
+            raise StudyError(
+                f"variant {variant.label!r}: {name} can't take this data's inputs "
+                f"({x.dtype} {list(x.shape[1:])} per sample): {type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:300]}. Fix: {fix}. Nothing was trained."
+            ) from None
 
 
 @contextlib.contextmanager
