@@ -7,8 +7,8 @@ scikit-learn's bundled 8x8 digits upsampled to 16x16 (no download), with Gaussia
 the task is not trivially easy. Every combination of the three toggles (full factorial, 8
 variants) on 10 seeds: 80 short trials, about 2.5 minutes on 2 CPU cores. Ten seeds make the
 intervals narrow enough that every verdict is far from its threshold, so the answer does not
-change with the machine or the torch thread count. Your own images instead: change the one
-line marked below.
+change with the machine or the torch thread count. Your own images instead: swap the lines
+marked below (they also rename the study, so its runs and report stay apart from these).
 
     ablate run studies/quick.py
     ablate report studies/quick.py
@@ -18,12 +18,16 @@ from ablate import Study
 from ablate.data import digits, image_folder  # noqa: F401 - image_folder: see the line below
 from ablate.models import ConvNet
 
-# The data and its settings. Your own images (train/<class>/*.png|jpg and val/ or test/):
-# data, data_settings = image_folder, {"data.path": "/path/to/images", "data.image_size": 32}
-data, data_settings = digits, {"data.image_size": 16, "data.noise": 0.2}  # noise: ~0.96, not 1
+# The study's name (its MLflow experiment and reports/<name>/), data and data settings. Your own
+# images (train/<class>/*.png|jpg and val/ or test/): use the two commented lines instead of the
+# two after them, then try a small first run: ablate run studies/quick.py --seeds 2
+# name, data = "my-images", image_folder
+# data_settings = {"data.path": "/path/to/images", "data.image_size": 32}
+name, data = "quick", digits
+data_settings = {"data.image_size": 16, "data.noise": 0.2}  # noise: ~0.96, not 1
 
 study = Study(
-    "quick",
+    name,
     model=ConvNet,
     data=data,
     config={

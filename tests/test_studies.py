@@ -91,24 +91,26 @@ def test_study_runs_at_a_tiny_size(name, tmp_path, monkeypatch, cifar_files):
     assert (tmp_path / "reports" / study.name / "report.md").exists()
 
 
-def test_your_own_images_take_one_line_of_the_quick_study(tmp_path, monkeypatch):
-    """README's promise: a folder of images per class runs through studies/quick.py by changing
-    its one marked line."""
+def test_your_own_images_take_the_two_marked_lines_of_the_quick_study(tmp_path, monkeypatch):
+    """README's promise: a folder of images per class runs through studies/quick.py by swapping
+    its two marked lines, which also rename the study (its own experiment and report folder)."""
     monkeypatch.chdir(tmp_path)
     folder = image_folder_of(tmp_path / "my-images", size=12)
-    text = (STUDIES / "quick.py").read_text()
-    line = next(x for x in text.splitlines() if x.startswith("data, data_settings = digits"))
-    mine = (f"data, data_settings = image_folder, {{'data.path': {str(folder)!r}, "
-            f"'data.image_size': 12}}")
+    lines = (STUDIES / "quick.py").read_text().splitlines()
+    start = lines.index('# name, data = "my-images", image_folder')
+    mine = [line[2:] for line in lines[start:start + 2]]  # uncommented, as a user would
+    mine[1] = mine[1].replace("/path/to/images", str(folder)).replace("32", "12")
+    assert lines[start + 2].startswith("name, data = ") and "data_settings" in lines[start + 3]
     path = tmp_path / "my_quick.py"
-    path.write_text(text.replace(line, mine))
+    path.write_text("\n".join(lines[:start] + mine + lines[start + 4:]) + "\n")
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     args = ["--seeds", "1", "--set", "train.epochs=1", "--set", "data.batch_size=6",
             "--tracking-uri", uri]
     assert main(["run", str(path), *args]) == 0
     study = load_study(path)
-    assert study.baseline_variant.config["data.path"] == str(folder)
+    assert study.name == "my-images" and study.baseline_variant.config["data.path"] == str(folder)
     assert main(["report", str(path), *args]) == 0
+    assert (tmp_path / "reports" / "my-images" / "report.md").exists()
 
 
 def test_committed_reports_name_no_path_of_the_machine_that_wrote_them():
