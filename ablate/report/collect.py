@@ -61,7 +61,8 @@ def collect(study: Any, tracker: Any, *, command: str, study_file: str,
         command=command,
         environment=environment(results),
         notes=_notes(results, left_out),
-        mlflow={"tracking URI": _shown_uri(tracker.uri), "experiment id": runs.experiment_id,
+        mlflow={"tracking URI": _shown_uri(tracker.uri, command),
+                "experiment id": runs.experiment_id,
                 "study (parent) run id": runs.parent_run_id},
     )
     cams, cams_missing = _cams(study, tracker, results, history, folder)
@@ -216,13 +217,19 @@ def environment(results: Any) -> dict[str, str]:
     return env
 
 
-def _shown_uri(uri: str) -> str:
-    """A sqlite store inside the current folder as a relative URI: a report names no path of the
-    machine that wrote it (a reader's clone has none of them)."""
+def _shown_uri(uri: str, command: str = "") -> str:
+    """The tracking URI as the user gave it (``--tracking-uri``, which ``command`` then holds,
+    or ``MLFLOW_TRACKING_URI``): absolute stays absolute, relative stays relative. Only
+    MLflow's own default, which MLflow spells as an absolute path of this machine although it
+    means ``mlflow.db`` in the folder ablate ran in, is named relative to that folder: a report
+    names no path the user did not give (a reader's clone has none of them)."""
+    import os
+
     from ablate.track import sqlite_path
 
     path = sqlite_path(uri)
-    if path is None or not path.is_absolute():
+    given = "--tracking-uri" in command.split() or bool(os.environ.get("MLFLOW_TRACKING_URI"))
+    if given or path is None or not path.is_absolute():
         return uri
     try:
         return f"sqlite:///{path.relative_to(Path.cwd())}"

@@ -78,7 +78,7 @@ def write_report(
     if figures:
         lines += ["## Figures", "", "\n\n".join(figures), ""]
     lines += _importance_section(scores)
-    lines += methods_section(summary, family, spec)
+    lines += methods_section(summary, family, spec, results)
     lines += provenance(spec, samples)
     path = out_dir / "report.md"
     path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")

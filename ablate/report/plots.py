@@ -78,7 +78,9 @@ def forest_plot(family: pd.DataFrame, spec: ReportSpec, path: str | Path) -> Pat
 
     ``family`` is the report's first table (``term``, ``diff``, ``ci_low``, ``ci_high``,
     ``outcome``), drawn top to bottom in its order; with ``spec.min_effect`` the band ±min_effect
-    is shaded (an interval inside it is negligible).
+    is shaded (an interval inside it is negligible). The title says what an interval decides in
+    words true of every row: excluding 0 is the difference claim (helps, hurts, interaction
+    found — or a negligible or unstable row whose interval excludes 0 too).
     """
     if family.empty:
         return None
@@ -100,11 +102,13 @@ def forest_plot(family: pd.DataFrame, spec: ReportSpec, path: str | Path) -> Pat
     ax.set_yticks(pos, [_wrap(term, 34) for term in family["term"]], fontsize=8)
     ax.set_ylim(len(family) - 0.5, -0.5)
     ax.set_xlabel(f"difference in {spec.metric} ("
-                  + ("Holm" if spec.min_effect is None and spec.adaptive is None else "step-down")
-                  + "-adjusted interval)")
-    ax.set_title(f"Effects ({_better(spec)} is better); an interval excludes 0 exactly when the "
-                 "verdict is helps/hurts" + ("" if spec.min_effect is None else
-                                            ",\nand lies inside the band exactly when negligible"),
+                  + ("Holm" if spec.min_effect is None else "Holm–Shaffer")
+                  + ("-adjusted repeated interval, group-sequential)" if spec.adaptive is not None
+                     else "-adjusted interval)"))
+    ax.set_title(f"Effects ({_better(spec)} is better); an interval excludes 0 exactly when its "
+                 "test rejects no difference" + ("" if spec.min_effect is None else
+                                                 ",\nand lies inside the band exactly when it "
+                                                 "rejects min_effect or more (negligible)"),
                  fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=7, loc="best")

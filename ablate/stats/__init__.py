@@ -18,6 +18,7 @@ from ablate.stats.effects import effects
 from ablate.stats.sequential import Schedule, schedule, scheduled
 from ablate.stats.spec import ALPHA, ReportSpec, spec_from_study
 from ablate.stats.validation import (
+    adaptive_consistency,
     factorial_error_rates,
     planted_effect_figures,
     sequential_error_rates,
@@ -29,6 +30,7 @@ __all__ = [
     "ReportSpec",
     "Schedule",
     "Verdict",
+    "adaptive_consistency",
     "compare",
     "effects",
     "factorial_effects",

@@ -14,7 +14,14 @@
   (e.g. GRU vs RNN when both replaced the baseline's LSTM).
 
 Each contrast is computed per seed and tested across seeds (:mod:`ablate.stats.inference`),
-and the whole family gets one Holm correction.
+and the whole family gets one Holm correction — except in an adaptive one-at-a-time study, where
+the comparisons with the baseline are the stopping rule's family (its own rows, from the round
+each variant stopped: :mod:`ablate.stats.sequential`) and the pairs of levels a second family,
+adjusted on its own (``family`` = ``levels``), which the stopping rule does not look at.
+
+A main effect whose simple effects disagree — decided in opposite directions, or one decided and
+one not while its interaction with the conditioning factor is found — says what it depends on
+(``depends``, ``crossover``: :func:`dependencies`).
 """
 
 from __future__ import annotations
@@ -30,8 +37,11 @@ from ablate.stats.inference import Contrast, decide, estimate
 from ablate.stats.sequential import rules, scheduled
 from ablate.stats.spec import ReportSpec
 from ablate.stats.trials import baseline_variant, grids, labels, variant_order
+from ablate.stats.verdict import Verdict
 
 FACTORIAL = ("full_factorial", "fractional")
+MAIN_FAMILY, LEVELS_FAMILY = "main", "levels"  # the ``family`` column of :func:`effects`
+DIRECTIONS = (Verdict.HELPS.value, Verdict.HURTS.value)
 
 
 def cell_levels(results: pd.DataFrame, spec: ReportSpec) -> pd.DataFrame:
@@ -141,9 +151,10 @@ def _simple_effects(cells: pd.DataFrame, lookup: _Cells, spec: ReportSpec, names
             for b in levels[1:]:
                 groups = _differences(lookup.matched({f: (levels[0], b)}, {dominant: d}))
                 if groups:
-                    term = f"{names[f]}: {levels[0]} → {b}, when {names[dominant]}={d}"
+                    within = f"{names[dominant]}={d}"
+                    term = f"{names[f]}: {levels[0]} → {b}, when {within}"
                     out.append(Contrast("simple", term, groups, f"{names[f]}={levels[0]}",
-                                        factor=f))
+                                        factor=f, within=within))
     return out
 
 
@@ -174,9 +185,12 @@ def effects(results: pd.DataFrame, spec: ReportSpec, alpha: float = 0.05) -> pd.
     One row per contrast, with ``kind`` (variant, pair, main, interaction, simple), ``term``,
     the paired estimate (``diff``, ``n_pairs``, ``p``, ``p_holm``, ``confidence``, ``ci_low``,
     ``ci_high``, ``hedges_g``), the seeds lost (``lost_diverged``, ``lost_failed``,
-    ``lost_missing``) and the ``verdict``/``outcome`` (see :func:`ablate.stats.inference.
-    decide`). Empty when there is nothing to compare. An adaptive study is first cut to its
-    schedule; a contrast then uses the seeds all its variants were scheduled for.
+    ``lost_missing``), the ``verdict``/``outcome``, ``reason``, ``fragile`` and ``more_seeds``
+    (see :func:`ablate.stats.inference.decide`), the ``family`` it was adjusted in
+    (:data:`MAIN_FAMILY`, or :data:`LEVELS_FAMILY` for the pairs of levels of an adaptive
+    study) and, for main effects, ``depends`` and ``crossover`` (:func:`dependencies`). Empty
+    when there is nothing to compare. An adaptive study is first cut to its schedule; a
+    contrast then uses the seeds all its variants were scheduled for.
     """
     results, spec = scheduled(results, spec)
     if baseline_variant(results) is None or results["variant"].nunique() < 2:
@@ -188,9 +202,19 @@ def effects(results: pd.DataFrame, spec: ReportSpec, alpha: float = 0.05) -> pd.
     counts = rule.pop("counts")
     if spec.design not in FACTORIAL or cells.empty:
         contrasts = _one_at_a_time(results, cells, names, spec)
-        return decide(estimate(contrasts, values, outcome, counts), alpha, spec.mode, **rule)
+        if spec.stopping is None:
+            family = decide(estimate(contrasts, values, outcome, counts), alpha, spec.mode,
+                            **rule)
+            return _annotated(family.assign(family=MAIN_FAMILY), spec, None)
+        pairs = [c for c in contrasts if c.kind == "pair"]
+        parts = [spec.stopping.assign(family=MAIN_FAMILY)]
+        if pairs:
+            parts.append(decide(estimate(pairs, values, outcome, counts), alpha, spec.mode,
+                                **rule).assign(family=LEVELS_FAMILY))
+        return _annotated(pd.concat(parts, ignore_index=True), spec, None)
     lookup = _Cells(cells)
     contrasts = _main_effects(cells, lookup, spec, names)
+    dominant = None
     if spec.design == "full_factorial" and len(cells.columns) > 1:
         dominant = dominant_factor(estimate(contrasts, values, outcome, counts),
                                    list(spec.factors))
@@ -199,7 +223,50 @@ def effects(results: pd.DataFrame, spec: ReportSpec, alpha: float = 0.05) -> pd.
             contrasts += _simple_effects(cells, lookup, spec, names, dominant)
     if not contrasts:
         return pd.DataFrame()
-    return decide(estimate(contrasts, values, outcome, counts), alpha, spec.mode, **rule)
+    family = decide(estimate(contrasts, values, outcome, counts), alpha, spec.mode, **rule)
+    return _annotated(family.assign(family=MAIN_FAMILY), spec, dominant)
+
+
+def _annotated(family: pd.DataFrame, spec: ReportSpec, dominant: str | None) -> pd.DataFrame:
+    return family.join(dependencies(family, spec, dominant))
+
+
+def dependencies(family: pd.DataFrame, spec: ReportSpec, dominant: str | None) -> pd.DataFrame:
+    """Per row of ``family``: ``depends``, the short names of the factors a main effect has a
+    found interaction with (``c``, ``b and c``), and ``crossover``, its simple effects within
+    each level of the ``dominant`` factor in words (``hurts when c=off, helps when c=on``)
+    where they disagree: decided in opposite directions, or one decided (helps, hurts) and
+    another not while the interaction with the dominant factor is found. Then ``depends``
+    names the dominant factor too. Empty strings elsewhere (other kinds, other designs)."""
+    depends = [""] * len(family)
+    crossover = [""] * len(family)
+    if family.empty or "kind" not in family:
+        return pd.DataFrame({"depends": depends, "crossover": crossover}, index=family.index)
+    names = short_names(spec.factors)
+    rows = list(zip(family["kind"], family["term"], family["factor"], family["outcome"],
+                    family["within"] if "within" in family else [""] * len(family)))
+    partners: dict[str, set[str]] = {}
+    for kind, _, factor, outcome, _ in rows:
+        if kind == "interaction" and outcome == Verdict.INTERACTION_FOUND:
+            fa, fb = factor.split(" × ")
+            partners.setdefault(fa, set()).add(fb)
+            partners.setdefault(fb, set()).add(fa)
+    simple = [r for r in rows if r[0] == "simple"]
+    for i, (kind, term, factor, _, _) in enumerate(rows):
+        if kind != "main":
+            continue
+        others = set(partners.get(factor, set()))
+        within = [(o, w) for _, t, f, o, w in simple
+                  if f == factor and t.startswith(f"{term}, when ")]
+        outcomes = [o for o, _ in within]
+        decided = [o for o in outcomes if o in DIRECTIONS]
+        opposite = len(set(decided)) > 1
+        mixed = dominant in others and bool(decided) and len(set(outcomes)) > 1
+        if len(within) > 1 and (opposite or mixed):
+            crossover[i] = ", ".join(f"{o} when {w}" for o, w in within)
+            others.add(str(dominant))
+        depends[i] = " and ".join(names.get(f, f) for f in spec.factors if f in others)
+    return pd.DataFrame({"depends": depends, "crossover": crossover}, index=family.index)
 
 
 def dominant_factor(family: pd.DataFrame, order: list[str]) -> str | None:

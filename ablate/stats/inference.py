@@ -31,7 +31,7 @@ Failures are outcomes: a side of a contrast that diverged or failed on seeds whe
 finished makes the contrast *unstable*, whatever the finished seeds say.
 
 What the data cannot support is not tested: a contrast with fewer than :data:`MIN_PAIRS` paired
-seeds, or whose paired differences do not vary (:data:`SPREAD_TOL`: all equal up to float
+seeds, or whose paired differences do not vary (:data:`SPREAD_TOL`: all equal up to float32
 rounding, as when an accuracy on a small validation set moves by the same number of images on
 every seed), gets no p-value, no interval and no place in the family; it is *not enough data*,
 with its ``reason``. A decided difference or equivalence claim whose adjusted p lies within a
@@ -54,7 +54,8 @@ from ablate.stats.verdict import Verdict
 LOST = ("diverged", "failed")
 ALL_LOST = {"diverged": Verdict.ALL_DIVERGED, "failed": Verdict.ALL_FAILED}  # by trial status
 MIN_PAIRS = 3  # fewer paired seeds: not enough data (a t-test on 1 degree of freedom says little)
-SPREAD_TOL = 1e-9  # differences whose SD is below this share of the metric's size do not vary
+SPREAD_TOL = 1e-6  # differences whose SD is below this share of the metric's size do not
+# vary: equal up to the float32 rounding of logged metrics (a relative step of about 1e-7)
 MIN_PAIRS_FOR_G = 5
 G_MAX_ABS_DZ = 100.0  # |d_z| above this: the differences hardly vary, g says nothing
 FRAGILE_FACTOR = 2.0  # a decided claim with α/2 <= adjusted p < α is fragile
@@ -103,8 +104,9 @@ def paired_stats(
 
     *Tied*: at least 2 values and an SD of at most :data:`SPREAD_TOL` times the sample's scale
     (``scales``: the size of the metric the differences are of, e.g. the largest |value| of
-    the variants compared; default: the largest |d|), i.e. the values are equal up to float
-    rounding. p is NaN (not tested) with fewer than :data:`MIN_PAIRS` values or when tied.
+    the variants compared; default: the largest |d|), i.e. the values are equal up to the
+    float32 rounding of logged metrics. p is NaN (not tested) with fewer than
+    :data:`MIN_PAIRS` values or when tied.
     g_z = J·mean/sd with J = 1 − 3/(4(n − 1) − 1), given only from :data:`MIN_PAIRS_FOR_G`
     pairs on and while |mean/sd| ≤ :data:`G_MAX_ABS_DZ`. No numpy warnings.
     """
@@ -123,8 +125,8 @@ def paired_stats(
     dz = np.divide(mean, sd, out=np.full(len(samples), np.inf), where=tested)
     usable_g = tested & (n >= MIN_PAIRS_FOR_G) & (np.abs(dz) <= G_MAX_ABS_DZ)
     g[usable_g] = dz[usable_g] * (1 - 3 / (4 * (n[usable_g] - 1) - 1))
-    return {"n_pairs": n, "diff": mean, "sd": sd, "se": se, "tied": tied, "p": p,
-            "hedges_g": g}
+    return {"n_pairs": n, "diff": mean, "sd": sd, "se": se, "tied": tied, "scale": size,
+            "p": p, "hedges_g": g}
 
 
 def holm_confidence(p: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
@@ -282,17 +284,20 @@ def decide(
     judged = [judge(*row, mode, min_effect) for row in rows]  # type: ignore[call-arg]
     out = frame.assign(**columns, verdict=[v for v, _ in judged],
                        outcome=[o for _, o in judged])
-    reasons = [untested_reason(k, bool(t)) if o == Verdict.NOT_ENOUGH_DATA else ""
-               for k, t, o in zip(n, frame["tied"], out["outcome"])]
+    zero = frame["diff"].abs() <= SPREAD_TOL * frame["scale"]  # 0 up to float rounding
+    reasons = [untested_reason(int(k), bool(t), 0.0 if z else float(d))
+               if o == Verdict.NOT_ENOUGH_DATA else ""
+               for k, t, d, z, o in zip(n, frame["tied"], frame["diff"], zero, out["outcome"])]
     return out.assign(reason=reasons, **fragility(out, alpha, min_effect))
 
 
-def untested_reason(n_pairs: int, tied: bool) -> str:
+def untested_reason(n_pairs: int, tied: bool, diff: float = np.nan) -> str:
     """Why a contrast is not tested, in words (for *not enough data*)."""
     if n_pairs == 0:
         return "no seed where both sides finished"
     if tied:
-        return (f"the {n_pairs} paired differences are all equal: no spread to estimate the "
+        value = f" {diff:+.3g}" if np.isfinite(diff) and abs(diff) > 0 else " 0"
+        return (f"the {n_pairs} paired differences are all{value}: no spread to estimate the "
                 "noise from")
     return f"only {n_pairs} paired seed{'s' * (n_pairs != 1)}; {MIN_PAIRS} are needed"
 

@@ -75,8 +75,11 @@ def schedule(results: pd.DataFrame, spec: ReportSpec, variants: Sequence[str]) -
         if not planned <= ended:
             return None
         family = decide(counts)
-        return {} if family is None else dict(zip(family["variant"],
-                                                  family.to_dict("records")))
+        if family is None:
+            return {}
+        columns = list(family.columns)  # records, without DataFrame.to_dict's cost
+        return {row[columns.index("variant")]: dict(zip(columns, row))
+                for row in family.itertuples(index=False, name=None)}
 
     plan = replay(variants, spec.adaptive, verdicts)
     last = decide(plan.counts) if plan.pending else None
@@ -96,19 +99,25 @@ def _stopping_family(
 ) -> Callable[[dict[str, int]], pd.DataFrame | None]:
     """The stopping rule's family at given counts: each variant against the baseline, paired
     by seed, on the first ``counts[v]`` seeds of each (later trials are ignored), decided as
-    the report decides it (α, min_effect, the study's looks). None without a baseline."""
-    values, outcome = grids(results, spec)
-    names = labels(results)
+    the report decides it (α, min_effect, the study's looks). None without a baseline or
+    without trials. The seeds x variants tables are made on the first call."""
+    made: list[tuple[pd.DataFrame, pd.DataFrame, list[Contrast]]] = []
     base = variants[0]
-    contrasts = [Contrast("variant", names.get(v, v), ({v: 1.0, base: -1.0},), variant=v)
-                 for v in variants[1:] if v in values.columns]
-    looks = rules(spec)["looks"]
 
     def family(counts: dict[str, int]) -> pd.DataFrame | None:
+        if results.empty:
+            return None
+        if not made:
+            values, outcome = grids(results, spec)
+            names = labels(results)
+            made.append((values, outcome, [
+                Contrast("variant", names.get(v, v), ({v: 1.0, base: -1.0},), variant=v)
+                for v in variants[1:] if v in values.columns]))
+        values, outcome, contrasts = made[0]
         if base not in values.columns or not contrasts:
             return None
         return evaluate(contrasts, values, outcome, ALPHA, spec.mode,
-                        min_effect=spec.min_effect, looks=looks, counts=counts)
+                        min_effect=spec.min_effect, looks=rules(spec)["looks"], counts=counts)
 
     return family
 
@@ -148,10 +157,10 @@ def replay(
 
 def scheduled(results: pd.DataFrame, spec: ReportSpec) -> tuple[pd.DataFrame, ReportSpec]:
     """For an adaptive study: ``results`` cut to the trials its schedule asks for, and the spec
-    with the schedule (``seed_counts``, ``stops`` and the stopping family, ``stopping``: what the
-    report shows as its comparisons with the baseline). Trials of the plan's candidate seeds that the
-    schedule does not ask for (trained under another ``min_effect``, say) are left out, and a
-    note says so. Anything else is returned as it is."""
+    with the schedule (``seed_counts``, ``stops`` and the stopping family, ``stopping``: what
+    the report shows as its comparisons with the baseline). Trials of the plan's candidate
+    seeds that the schedule does not ask for (trained under another ``min_effect``, say) are
+    left out, and a note says so. Anything else is returned as it is."""
     if spec.adaptive is None or spec.seed_counts or results.empty:
         return results, spec
     plan = schedule(results, spec, variant_order(results))

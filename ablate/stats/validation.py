@@ -8,18 +8,21 @@ order and initialisation), so paired differences have SD 1 as well.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from itertools import product
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from ablate.design import short_names
 from ablate.stats.boundaries import Looks, adaptive_looks
 from ablate.stats.compare import compare
-from ablate.stats.effects import effects
-from ablate.stats.inference import intervals, judge, paired_stats
-from ablate.stats.sequential import Schedule, replay
+from ablate.stats.effects import _one_at_a_time, cell_levels, effects
+from ablate.stats.inference import decide, estimate, intervals, judge, paired_stats
+from ablate.stats.sequential import MAX_SEEDS, Schedule, replay, rules, scheduled
 from ablate.stats.spec import ALPHA, ReportSpec
+from ablate.stats.trials import grids
 from ablate.stats.verdict import Verdict
 
 
@@ -172,8 +175,9 @@ def _verdicts_of(diffs: np.ndarray, counts: list[int], min_effect: float | None,
     est = paired_stats([d[:n] for d, n in zip(diffs, counts)])
     out = intervals(est["diff"], est["se"], est["n_pairs"], est["p"], ALPHA,
                     min_effect=min_effect, looks=looks)
+    tested = np.isfinite(est["p"])
     out["outcome"] = np.array([judge("variant", "", "", *row, "max", min_effect)[1] for row in
-                               zip(est["n_pairs"], out["ci_low"], out["ci_high"], est["diff"])])
+                               zip(tested, out["ci_low"], out["ci_high"], est["diff"])])
     return out
 
 
@@ -183,8 +187,9 @@ def simulate_adaptive(
 ) -> tuple[Schedule, dict[str, np.ndarray]]:
     """One adaptive study of the runner's shape (baseline first; noise as :func:`simulate`'s),
     run round by round through :func:`ablate.stats.sequential.replay`: its schedule and its
-    final family. ``looks``: the group-sequential looks (default), or :data:`FIXED` for naive
-    repeated t-tests that treat every look as if it were the only one."""
+    final family (each variant's row from the round where it stopped, as the report shows it).
+    ``looks``: the group-sequential looks (default), or :data:`FIXED` for naive repeated
+    t-tests that treat every look as if it were the only one."""
     looks = adaptive_looks(*BOUNDS) if looks is None else looks
     high = BOUNDS[1]
     values = (0.5 + np.asarray(effects)[:, None] + rng.normal(0.0, np.sqrt(0.5), high)
@@ -192,12 +197,14 @@ def simulate_adaptive(
     diffs = values[1:] - values[0]
     names = [f"v{i}" for i in range(len(effects))]
 
-    def verdicts(counts: dict[str, int]) -> dict[str, str]:
+    def verdicts(counts: dict[str, int]) -> dict[str, dict[str, Any]]:
         family = _verdicts_of(diffs, [counts[v] for v in names[1:]], min_effect, looks)
-        return dict(zip(names[1:], family["outcome"]))
+        return {v: {key: column[i] for key, column in family.items()}
+                for i, v in enumerate(names[1:])}
 
     plan = replay(names, BOUNDS, verdicts)
-    return plan, _verdicts_of(diffs, [plan.counts[v] for v in names[1:]], min_effect, looks)
+    keys = ("outcome", "ci_low", "ci_high")
+    return plan, {key: np.array([plan.rows[v][key] for v in names[1:]]) for key in keys}
 
 
 def sequential_error_rates(reps: int = 300, seed: int = 0) -> dict:
@@ -248,3 +255,96 @@ def _fixed_seeds_for(power: float, rng: np.random.Generator, reps: int) -> tuple
         if found >= power:
             return n, found
     return 4 * BOUNDS[1], float("nan")
+
+
+# ------------------------------------------- one family, one decision (the report's own path)
+def previous_family(results: pd.DataFrame, spec: ReportSpec) -> pd.DataFrame:
+    """What the report decided before the stopping rule and the report shared one family: the
+    comparisons with the baseline and the pairs of levels of a one-at-a-time study as one
+    family, decided afresh at the final seeds (``results`` and ``spec`` as
+    :func:`ablate.stats.sequential.scheduled` returns them). For comparison only."""
+    values, outcome = grids(results, spec)
+    contrasts = _one_at_a_time(results, cell_levels(results, spec), short_names(spec.factors),
+                               spec)
+    rule = rules(spec)
+    counts = rule.pop("counts")
+    return decide(estimate(contrasts, values, outcome, counts), ALPHA, spec.mode, **rule)
+
+
+CONSISTENCY_EFFECTS = {"base": 0.0, "null": 0.0, "edge": 0.5, "large": 1.0}  # in noise SDs
+
+
+def adaptive_consistency(reps: int = 200, seed: int = 0, min_effect: float = 0.5) -> dict:
+    """Adaptive one-at-a-time studies run through the report's own functions, by simulation.
+
+    Each study is :func:`simulate`'s (noise SD 1 of the paired differences) with the levels of
+    :data:`CONSISTENCY_EFFECTS` (a null one, one at exactly ``min_effect``, one at twice it),
+    3 to 12 seeds, ``min_effect`` set; its schedule, comparisons with the baseline and first
+    table come from :func:`ablate.stats.sequential.scheduled`, :func:`compare` and
+    :func:`effects`, as ``ablate report`` makes them. A second set of ``reps`` A/A studies (4
+    null levels, no min_effect) measures the family-wise error rate.
+
+    * ``stops``: variants stopped on a decision; ``disagreements``: those whose verdict in the
+      report (the variant table or the first table) is not the one they stopped on, or whose
+      "max_seeds reached" row is decided (should be 0); ``old_disagreements``: the same count
+      for the previous report, which decided one family of the comparisons with the baseline
+      and the pairs of levels at the final seeds.
+    * ``false_claims``: share of studies with a false claim among the comparisons with the
+      baseline (helps/hurts of the null level or in the wrong direction; negligible of a level
+      whose effect is at least ``min_effect``); ``aa_familywise``: share of A/A studies with
+      any helps/hurts; ``power``: share calling the large level helps; each for this report
+      and ``old_…`` for the previous one, on the same studies.
+    * ``…_ci``: 95% Clopper–Pearson intervals of each share (``scipy.stats.binomtest``).
+    """
+    from scipy.stats import binomtest
+
+    rng = np.random.default_rng(seed)
+    truth = {v: e for v, e in CONSISTENCY_EFFECTS.items() if v != "base"}
+    claims = [Verdict.HELPS.value, Verdict.HURTS.value]
+    counts = dict.fromkeys(["stops", "disagreements", "old_disagreements", "false_claims",
+                            "old_false_claims", "power", "old_power", "aa_familywise",
+                            "old_aa_familywise"], 0)
+
+    def wrong(outcome: str, effect: float) -> bool:
+        if outcome in claims:
+            return effect == 0 or (outcome == Verdict.HELPS) != (effect > 0)
+        return outcome == Verdict.NEGLIGIBLE and abs(effect) >= min_effect
+
+    def disagree(outcome: str, why: str) -> bool:
+        return Verdict(outcome).decided if why == MAX_SEEDS else outcome != why
+
+    for _ in range(reps):
+        results, spec = simulate(CONSISTENCY_EFFECTS, BOUNDS[1], rng)
+        cut, cut_spec = scheduled(results, replace(spec, min_effect=min_effect,
+                                                   adaptive=BOUNDS))
+        table = compare(cut, cut_spec).set_index("variant")
+        first = effects(cut, cut_spec)
+        first = first[first["kind"] == "variant"].set_index("variant")
+        old = previous_family(cut, cut_spec)
+        old = old[old["kind"] == "variant"].set_index("variant")
+        for v, why in cut_spec.stops.items():
+            counts["stops"] += why != MAX_SEEDS
+            counts["disagreements"] += (disagree(table.loc[v, "outcome"], why)
+                                        or disagree(first.loc[v, "outcome"], why))
+            counts["old_disagreements"] += disagree(old.loc[v, "outcome"], why)
+        for frame, prefix in ((table, ""), (old, "old_")):
+            counts[f"{prefix}false_claims"] += any(wrong(frame.loc[v, "outcome"], e)
+                                                   for v, e in truth.items())
+            counts[f"{prefix}power"] += frame.loc["large", "outcome"] == Verdict.HELPS
+        null = {"base": 0.0, "a": 0.0, "b": 0.0, "c": 0.0, "d": 0.0}
+        results, spec = simulate(null, BOUNDS[1], rng)
+        cut, cut_spec = scheduled(results, replace(spec, adaptive=BOUNDS))
+        counts["aa_familywise"] += compare(cut, cut_spec)["outcome"].isin(claims).any()
+        old = previous_family(cut, cut_spec)
+        counts["old_aa_familywise"] += old.loc[old["kind"] == "variant",
+                                               "outcome"].isin(claims).any()
+
+    out: dict[str, Any] = {"reps": reps, "min_seeds": BOUNDS[0], "max_seeds": BOUNDS[1],
+                           "min_effect": min_effect}
+    out |= {key: int(counts[key]) for key in ("stops", "disagreements", "old_disagreements")}
+    for key in ("false_claims", "old_false_claims", "aa_familywise", "old_aa_familywise",
+                "power", "old_power"):
+        k = int(counts[key])
+        ci = binomtest(k, reps).proportion_ci(0.95, method="exact")
+        out[key], out[f"{key}_ci"] = k / reps, (round(ci.low, 4), round(ci.high, 4))
+    return out

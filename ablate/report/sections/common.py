@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pandas as pd
 
-from ablate.report.fmt import escape, format_number, format_p, plus_minus
+from ablate.report.fmt import escape, format_number, format_p, plural, plus_minus
 from ablate.stats.spec import ReportSpec
 from ablate.stats.verdict import Verdict
 
@@ -36,9 +37,40 @@ def seeds_cell(row: pd.Series) -> str:
 
 
 def verdict_cell(row: pd.Series) -> str:
-    """The verdict as printed, in bold when it is a finding (:attr:`Verdict.finding`)."""
+    """The verdict as printed: in bold when it is a finding (:attr:`Verdict.finding`), in
+    italics with the seeds a firm verdict needs when it is fragile (a finding near the
+    threshold, :func:`ablate.stats.inference.fragility`), and with what a main effect depends
+    on where its simple effects disagree (``crossover``)."""
     text = escape(row["verdict"])
-    return f"**{text}**" if Verdict(row["outcome"]).finding else text
+    depends = f"; depends on {escape(row['depends'])}" if row.get("crossover") else ""
+    if is_fragile(row):
+        more = extra_seeds(row)
+        seeds = f": +{plural(more, 'seed')}" if more else ""
+        return f"*{text}* (fragile{seeds}){depends}"
+    return (f"**{text}**" if Verdict(row["outcome"]).finding else text) + depends
+
+
+def is_fragile(row: pd.Series) -> bool:
+    fragile = row.get("fragile", False)
+    return bool(fragile) and not pd.isna(fragile)
+
+
+def extra_seeds(row: pd.Series) -> int | None:
+    """The seeds beyond those used that a fragile verdict needs to be firm, if estimated."""
+    k = row.get("more_seeds", np.nan)
+    return int(k) if k is not None and np.isfinite(k) else None
+
+
+def fragile_words(row: pd.Series) -> str:
+    """``fragile: about 4 more seeds for a firm verdict`` (or just ``fragile``)."""
+    more = extra_seeds(row)
+    return "fragile" + (f": about {more} more seed{'s' * (more != 1)} for a firm verdict"
+                        if more else "")
+
+
+def procedure_name(spec: ReportSpec) -> str:
+    """The step-down the report's families use: ``Holm`` or ``Holm–Shaffer``."""
+    return "Holm" if spec.min_effect is None else "Holm–Shaffer"
 
 
 def p_header(spec: ReportSpec) -> str:

@@ -11,6 +11,7 @@ from ablate.report.sections.common import (
     effects_table,
     md_table,
     p_header,
+    procedure_name,
     seeds_cell,
     verdict_cell,
 )
@@ -33,7 +34,7 @@ def factorial_details(results, family, comparison, spec) -> list[str]:
             f"### Simple effects within each level of {name}",
             "",
             f"{_why_dominant(family, dominant, names)}; each other factor's effect within each of "
-            "its levels (same Holm family as the table above):",
+            "its levels (the same family as the table above):",
             "",
             effects_table(simple, spec, "Effect"),
             "",
@@ -43,7 +44,9 @@ def factorial_details(results, family, comparison, spec) -> list[str]:
         "### Every variant against the baseline",
         "",
         f"Each cell against the baseline, paired by seed; these {len(comparison)} comparisons "
-        "are a Holm family of their own.",
+        f"are a {procedure_name(spec)} family of their own"
+        + (", the stopping rule's: each variant's row is from the round where it stopped."
+           if spec.adaptive is not None else "."),
         "",
         _variant_table(comparison, summarize(results, spec), spec),
         "",

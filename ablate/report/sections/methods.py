@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ablate.report.fmt import escape, plural
+from ablate.report.fmt import escape, format_number, plural
 from ablate.report.sections.common import band, fence, md_table
 from ablate.stats.boundaries import SPENDING
-from ablate.stats.effects import FACTORIAL
+from ablate.stats.effects import FACTORIAL, LEVELS_FAMILY
+from ablate.stats.inference import FIRM_POWER, FRAGILE_FACTOR, MIN_PAIRS, SPREAD_TOL
 from ablate.stats.spec import ALPHA, ReportSpec
+from ablate.stats.trials import metric_resolution
 
 
-def methods_section(summary: pd.DataFrame, family: pd.DataFrame, spec: ReportSpec) -> list[str]:
+def methods_section(summary: pd.DataFrame, family: pd.DataFrame, spec: ReportSpec,
+                    results: pd.DataFrame | None = None) -> list[str]:
     n = summary["n_finished"]
     n_text = f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
     seeds = ", ".join(map(str, spec.seeds))
@@ -58,17 +61,9 @@ def methods_section(summary: pd.DataFrame, family: pd.DataFrame, spec: ReportSpe
             "a factor whose levels were each run with everything else at the baseline."
         )
     lines += [
-        f"- **Multiple comparisons:** Holm's step-down correction across all {len(family)} "
-        f"tests of the first table{' and the simple effects' if factorial else ''} "
-        f"(adjusted p-values as statsmodels' multipletests gives them); α = {ALPHA}."
-        + (" The per-variant comparisons with the baseline are a second Holm family."
-           if factorial else ""),
-        "- **Intervals (Holm-consistent):** with the family's p-values sorted, p(1) ≤ … ≤ p(m), "
-        "Holm rejects the first r; a rejected test of rank k shows the paired-t interval at "
-        "confidence 1 − α/(m − k + 1), the level its own step used, and every other test the "
-        "level where Holm stopped, 1 − α/(m − r). So an interval excludes 0 exactly when Holm "
-        "rejects, and the verdict is read off the interval.",
-        *_min_effect_methods(spec),
+        *_family_methods(family, spec),
+        *_step_down_methods(spec),
+        *_interval_methods(spec),
         *_sequential_methods(spec),
         "- **Verdict:** helps/hurts (interaction found, for interactions) when the interval "
         "excludes 0, direction from whether higher or lower is better; "
@@ -81,8 +76,17 @@ def methods_section(summary: pd.DataFrame, family: pd.DataFrame, spec: ReportSpe
         "differ clearly too, the verdict says so)"
         + (" — judged per variant against the baseline, since a lost cell has a matched "
            "partner in every factor and so cannot be pinned on one" if factorial else "")
-        + "; all diverged / all failed when it never finished; not enough data with fewer "
-        "than 2 usable seeds.",
+        + "; all diverged / all failed when it never finished; not enough data as below.",
+        f"- **Not enough data:** a comparison with fewer than {MIN_PAIRS} paired seeds, or whose "
+        "paired differences do not vary (their SD is at most "
+        f"{SPREAD_TOL:g} of the metric's size: equal up to the float32 rounding of logged "
+        "metrics), gets no p-value and "
+        "no interval, does not count in its family's m, and is *not enough data* with its "
+        "reason: a t-test estimates the noise from the spread of the differences, and two "
+        "seeds, or seeds that agree exactly, give it nothing to estimate (a t-statistic with "
+        "zero spread is infinite, not evidence).",
+        *_discrete_methods(results, spec),
+        *_fragile_methods(spec),
         "- **Effect size:** Hedges' g for paired data, g_z = J·d_z, d_z = mean(d)/sd(d) of the "
         "per-seed differences d, J = 1 − 3/(4(n−1) − 1); given in the sentences above only with "
         "5 or more pairs and when the differences vary (|d_z| ≤ 100).",
@@ -99,23 +103,111 @@ def methods_section(summary: pd.DataFrame, family: pd.DataFrame, spec: ReportSpe
     return lines + ["", *_settings(spec)]
 
 
-def _min_effect_methods(spec: ReportSpec) -> list[str]:
+def _family_methods(family: pd.DataFrame, spec: ReportSpec) -> list[str]:
+    """Which tests are adjusted together."""
+    m = len(family)
+    levels = int((family["family"] == LEVELS_FAMILY).sum()) if "family" in family else 0
+    stopping = " — the stopping rule's family, decided at every round" if spec.adaptive else ""
+    if spec.design in FACTORIAL:
+        return [f"- **Families:** the {m} tests of the first table and of the simple effects "
+                "are one family; the comparisons of every variant with the baseline (under "
+                f"Factorial analysis) a second{stopping}."]
+    if levels:
+        return [f"- **Families:** the {m - levels} comparisons with the baseline are one "
+                f"family{stopping}; the {levels} pairs of levels a second, adjusted on its "
+                "own at the same boundaries. The stopping rule compares each variant with the "
+                "baseline only, so a pair between two levels is not part of its decisions and "
+                "does not dilute them."]
+    return [f"- **Family:** the {m} tests of the first table are one family{stopping}."]
+
+
+def _step_down_methods(spec: ReportSpec) -> list[str]:
+    """The step-down, as this report runs it: Holm's, or Holm–Shaffer's over both claims."""
+    sequential = (" The p-values are the sequential ones of the adaptive design (below)."
+                  if spec.adaptive is not None else "")
     if spec.min_effect is None:
-        return []
+        return [
+            "- **Multiple comparisons (Holm):** within each family, with its m p-values sorted, "
+            "p(1) ≤ … ≤ p(m), the k-th is tested at α/(m − k + 1) and Holm rejects the first r "
+            "before one fails; the adjusted p of rank k is the largest (m − j + 1)·p(j) over "
+            "j ≤ k (as statsmodels' multipletests gives it); α = "
+            f"{ALPHA}.{sequential}"]
     return [
-        f"- **Smallest effect of interest (min_effect = {band(spec)}):** *negligible* is an "
-        "equivalence finding: the interval shown lies inside ±min_effect, i.e. both one-sided "
-        "tests (two one-sided tests, TOST) reject an effect of min_effect or more, each at half "
-        "the interval's level. Each comparison can so make two claims, \"differs from 0\" and "
-        "\"smaller than min_effect\", and at most one of their null hypotheses is true, so the "
-        "step-down above runs over both kinds of claim (Shaffer's refinement of Holm's): the "
-        "k-th smallest p-value is tested at α/t, t being the number of comparisons that still "
-        "have a claim to settle, and a comparison leaves the count only once both its claims "
-        "are accepted. This controls the family-wise rate of false claims of either kind at α; "
-        "the price is that a clear effect frees no level for the others (Holm's does). Each "
-        "interval is at the level of the step that settled its last claim, else where the "
-        "procedure stopped, so the verdicts are read off the intervals shown.",
-    ]
+        f"- **Multiple comparisons (Holm–Shaffer), min_effect = {band(spec)}:** *negligible* "
+        "is an equivalence finding: the interval shown lies inside ±min_effect, i.e. both "
+        "one-sided tests (two one-sided tests, TOST) reject an effect of min_effect or more, "
+        "each at half the interval's level. Each comparison can so make two claims, \"differs "
+        "from 0\" and \"smaller than min_effect\", and at most one of their null hypotheses is "
+        "true, so the step-down runs over both kinds of claim (Shaffer's refinement of Holm's): "
+        "within each family, the k-th smallest of all claims' p-values is tested at α/t, t being "
+        "the number of comparisons with a claim not yet passed, and a comparison leaves the "
+        "count only once both its claims have been passed; the adjusted p is the running "
+        f"largest t·p. This controls the family-wise rate of false claims of either kind at "
+        f"α = {ALPHA}; the price is that a clear effect frees no level for the others (Holm's "
+        f"does).{sequential}"]
+
+
+def _interval_methods(spec: ReportSpec) -> list[str]:
+    """The level of each interval shown, and how the interval is made at that level."""
+    if spec.min_effect is None:
+        level = ("a rejected test of rank k shows the interval at confidence 1 − α/(m − k + 1), "
+                 "the level its own step used; every other test the level where Holm stopped, "
+                 "1 − α/(m − r)")
+        read = "So an interval excludes 0 exactly when Holm rejects"
+    else:
+        level = ("a comparison whose claims were all accepted shows the interval at confidence "
+                 "1 − α/t of the step that settled its last claim; every other comparison the "
+                 "level where the procedure stopped, 1 − α/t*, t* being the number of "
+                 "comparisons with a claim not accepted")
+        read = ("So an interval excludes 0 exactly when \"differs from 0\" is accepted, and "
+                "lies inside ±min_effect exactly when \"smaller than min_effect\" is")
+    if spec.adaptive is None:
+        how = "the paired-t interval d̄ ± t(1 − a/2, n − 1)·s/√n at that level a"
+    else:
+        how = ("the repeated confidence interval d̄ ± c_n(a)·s/√n at that overall level a, "
+               "c_n(a) being the critical value of the look at n paired seeds (the t-quantile "
+               "at that look's nominal level, below), not the t-quantile of a single test")
+    frozen = (" A variant that stopped shows the row (estimate, adjusted p, interval, verdict) "
+              "of the round where it stopped — its data do not change after —, the others "
+              "those of the last round." if spec.adaptive is not None else "")
+    return [f"- **Intervals:** {level}; each is {how}. {read}, and the verdict is read off the "
+            f"interval.{frozen}"]
+
+
+def _discrete_methods(results: pd.DataFrame | None, spec: ReportSpec) -> list[str]:
+    """A metric whose values lie on a grid (an accuracy on a small validation set)."""
+    step = metric_resolution(results) if results is not None else None
+    if step is None:
+        return []
+    examples = 1 / step
+    one_in = (f", e.g. one validation example in {examples:.0f}"
+              if "acc" in spec.metric.lower() and abs(examples - round(examples)) < 0.01 else "")
+    return [f"- **Discrete metric:** every final {escape(spec.metric)} lies on a grid of step "
+            f"{format_number(step)} (its resolution: the smallest nonzero step seen between two "
+            f"trials' values{one_in}), so paired differences move in whole steps and often tie; "
+            "a comparison whose differences all tie is not enough data (above), and an interval "
+            "narrower than a step says less than its digits suggest."]
+
+
+def _fragile_methods(spec: ReportSpec) -> list[str]:
+    approximate = (" It ignores the group-sequential boundaries, so in an adaptive study it is "
+                   "approximate." if spec.adaptive is not None else
+                   " Such rows are where seeds=\"adaptive\" pays: it adds seeds only where the "
+                   "answer is close.")
+    negligible = ("; for negligible, the equivalence claim's adjusted p" if spec.min_effect
+                  is not None else "")
+    effect = (" (for negligible, min_effect − |d̄| in place of |d̄|)" if spec.min_effect
+              is not None else "")
+    return [
+        f"- **Fragile:** a decided verdict whose adjusted p lies within a factor of "
+        f"{FRAGILE_FACTOR:g} of α (α/{FRAGILE_FACTOR:g} ≤ p < α{negligible}) is marked fragile — "
+        "a marker on the verdict, not another verdict: a few seeds more or less could undo it. "
+        "The seeds a firm verdict needs are a power-style estimate from the observed effect and "
+        "SD: the smallest n with |d̄|·√n/s ≥ t(1 − a/4, n − 1) + "
+        f"t({FIRM_POWER:g}, n − 1){effect}, a being the interval's level, i.e. the seeds at "
+        f"which a paired t-test at half that level (adjusted p below α/2) would have "
+        f"{FIRM_POWER:.0%} power if the true effect were the one observed; minus the seeds "
+        f"used.{approximate}"]
 
 
 def _sequential_methods(spec: ReportSpec) -> list[str]:
@@ -124,7 +216,7 @@ def _sequential_methods(spec: ReportSpec) -> list[str]:
     low, high = spec.adaptive
     return [
         f"- **Adaptive seeds (group-sequential):** every variant started with {low} seeds; "
-        "after each round every variant was compared with the baseline (one family, as "
+        "after each round every variant was compared with the baseline (its family, as "
         "above), a decided variant (helps, hurts, negligible, unstable, all diverged/failed) "
         f"stopped and the others got the next seed, up to {high}. The schedule is replayed from "
         "the recorded results (each round decided on the trials scheduled by then), so it is "
@@ -139,8 +231,8 @@ def _sequential_methods(spec: ReportSpec) -> list[str]:
         "repeated confidence interval: the intervals of all looks cover the true difference "
         "together with probability 1 − α, so the one where a variant stopped is valid whatever "
         "made it stop, and the family-wise error rate over all looks stays at α (it is "
-        "conservative at the stopping time). Factorial effects use the seeds all their cells "
-        "were scheduled for.",
+        "conservative at the stopping time). Other contrasts (pairs of levels, factorial "
+        "effects) use the seeds all their variants were scheduled for, at the same boundaries.",
     ]
 
 
