@@ -235,7 +235,7 @@ def test_a_hung_trial_is_timed_out_and_the_study_goes_on(tmp_path, capsys, worke
     assert time.monotonic() - start < 200  # the hang itself would take 11 days
     assert statuses(uri) == {"baseline": "finished", "mode=hang": "timed out"}
     out = capsys.readouterr().out
-    assert "timed out 1" in out
+    assert "mode=hang seed 0: timed out" in out and "status: failed 1, finished 1" in out
     (hung,) = [r for r in trial_runs(uri, "hung") if r.data.tags["ablate.label"] != "baseline"]
     assert hung.info.status == "FAILED" and "train.timeout=3" in hung.data.tags["ablate.error"]
     # a rerun retries it once, under the same bound, instead of hanging

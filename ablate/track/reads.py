@@ -43,7 +43,7 @@ class RunReader(TrackerBase):
                 "label": tags.get("ablate.label", ""),
                 "baseline": tags.get("ablate.baseline") == "true",
                 "seed": trial.seed,
-                "status": tags.get("ablate.status", ""),
+                "status": _counted(tags.get("ablate.status", "")),
                 **{k: as_level(levels.get(k)) for k in study.factors},
                 "final": metrics.get(f"final_{study.metric}", float("nan")),
                 "best": metrics.get(f"best_{study.metric}", float("nan")),
@@ -230,3 +230,11 @@ def _differences(params: Mapping[str, str], base: Mapping[str, Any], study: Stud
         if mine != theirs:
             diff.append(f"{key}={theirs if theirs is not None else '(unset)'}")
     return ", ".join(diff) if diff else "other factor levels"
+
+
+def _counted(status: str) -> str:
+    """The status as statistics and summaries count it: a trial that ran past
+    ``train.timeout`` is ``failed`` there (its MLflow tag keeps ``timed out``, its error says
+    so)."""
+    return "failed" if status == "timed out" else status
+

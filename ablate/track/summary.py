@@ -46,6 +46,7 @@ def variant_summary(study: Study, variant: Any, trials: Mapping[tuple[str, int],
         if run is None:
             continue
         status = run.data.tags.get("ablate.status", "")
+        status = "failed" if status == "timed out" else status  # counted like failed
         counts[status] = counts.get(status, 0) + 1
         value = run.data.metrics.get(f"final_{study.metric}")
         if status == "finished" and value is not None and math.isfinite(value):
