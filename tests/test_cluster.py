@@ -37,6 +37,7 @@ from tests.cluster import (
 from tests.test_ray import parent_run, snapshot, trial_runs, uri_of
 from tests.test_runner import write
 
+pytestmark = pytest.mark.slow  # a real two-node Ray cluster: the suite's slow part
 needs_ray = pytest.mark.skipif(find_spec("ray") is None,
                                reason="ray is not installed: pip install -e '.[ray]'")
 needs_postgres = pytest.mark.skipif(

@@ -128,7 +128,7 @@ study = Study("claimed", train=train, factors={"opt.mode": ["a", "b", "c"]}, see
 
 
 @pytest.mark.slow
-def test_a_killed_runners_trial_is_taken_over_after_its_lease(tmp_path):
+def test_a_killed_runners_trial_is_taken_over(tmp_path):
     mark, hold = tmp_path / "mark", tmp_path / "hold"
     path = write(tmp_path, HELD, MARK=str(mark), HOLD=str(hold))
     uri = uri_of(tmp_path)
@@ -171,6 +171,24 @@ def test_a_claim_is_won_once_held_by_a_rival_and_taken_over_when_its_lease_ends(
     gone = Claims(client, exp, "gone", lease_s=0.001)  # a runner that died: its lease ends
     assert gone.take("t2")[0] == "won"
     assert mine.take("t2")[0] == "won"
+
+
+def test_a_claim_of_a_dead_process_on_this_machine_is_taken_over_at_once(tmp_path):
+    import socket
+
+    client = MlflowClient(uri_of(tmp_path))
+    exp = client.create_experiment("claims")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = Claims(client, exp, "dead", lease_s=600)
+    dead.where = f"{socket.gethostname()}:{gone.stdout.strip()}"  # that process has exited
+    assert dead.take("t")[0] == "won"
+    elsewhere = Claims(client, exp, "far", lease_s=600)
+    elsewhere.where = f"another-host:{gone.stdout.strip()}"  # can't be checked from here
+    assert elsewhere.take("u")[0] == "won"
+    mine = Claims(client, exp, "mine", lease_s=600)
+    assert mine.take("t")[0] == "won"  # without waiting 600 s
+    assert mine.take("u")[0] == "held"  # another machine's runner: its lease decides
 
 
 def test_two_runners_that_meet_both_withdraw_and_neither_wins(tmp_path):

@@ -25,6 +25,8 @@ from tests.conftest import free_port, wait_for
 from tests.test_runner import TINY, write
 
 needs_ray = pytest.mark.skipif(find_spec("ray") is None, reason="ray is not installed")
+# Every test here starts or joins Ray: the suite's slow part (`python -m pytest -m slow`)
+pytestmark = pytest.mark.slow
 
 # A user train function that leaves traces the tests read: CALLS gets one line per call (pid,
 # mode, seed, start and end time), RESUMED one line per resume (mode, seed, epoch resumed at),

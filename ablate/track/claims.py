@@ -65,7 +65,25 @@ class Holder:
     until: float
 
     def live(self, now: float | None = None) -> bool:
-        return self.until > (time.time() if now is None else now)
+        """Its lease runs, and its runner is not known to be dead: a runner on this machine
+        (same host name) whose process is gone lets its claims go at once (a ``kill -9`` of
+        ``ablate run`` is taken over by the next run here without waiting for the lease)."""
+        return self.until > (time.time() if now is None else now) \
+            and not _dead_here(self.where)
+
+
+def _dead_here(where: str) -> bool:
+    """True if ``where`` (``host:pid``) names a process of this host that no longer exists."""
+    host, _, pid = where.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
 
 
 class Claims:
