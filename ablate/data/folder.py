@@ -227,7 +227,7 @@ def _cache_folder(root: Path) -> Path:
             local.mkdir()
             print(f"image_folder: decoded images are cached in {local} (made now; delete it "
                   f"any time, it is rebuilt when needed)", file=sys.stderr, flush=True)
-        if os.access(local, os.W_OK):
+        if local.is_dir() and os.access(local, os.W_OK):
             return local
     except OSError:
         pass
