@@ -45,7 +45,9 @@ def worker_pids(folder: Path) -> set[int]:
 def started(tmp_path: Path, path: Path, uri: str, ck: Path) -> tuple[subprocess.Popen, set[int]]:
     """``ablate run --workers 2`` in its own process group (as a terminal's foreground job, with
     Ctrl-C's default handling even when these tests run with SIGINT ignored), returned once two
-    worker processes have each saved a trial's first checkpoint: (the driver, their pids)."""
+    worker processes have each saved a trial's first checkpoint: (the driver, the workers' pids).
+    Each worker is a child of the driver, or of the template it was forked from, the driver's
+    child (:func:`templates`)."""
     cmd = [sys.executable, "-m", "ablate.cli", "run", str(path), "--tracking-uri", uri,
            "--checkpoint-dir", str(ck), "--workers", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -58,8 +60,14 @@ def started(tmp_path: Path, path: Path, uri: str, ck: Path) -> tuple[subprocess.
 
     assert wait_for(two_training, 180)
     pids = worker_pids(tmp_path / "pids")
-    assert proc.pid not in pids and all(parent_of(p) == proc.pid for p in pids)
+    assert proc.pid not in pids
+    assert all(proc.pid in (parent_of(p), parent_of(parent_of(p))) for p in pids)
     return proc, pids
+
+
+def templates(proc: subprocess.Popen, pids: set[int]) -> set[int]:
+    """The template processes the workers ``pids`` of the driver ``proc`` were forked from."""
+    return {parent_of(p) for p in pids} - {proc.pid}
 
 
 def check_complete(uri: str, epochs: int = 4) -> None:
@@ -100,6 +108,7 @@ def test_kill_9_of_the_driver_kills_its_workers_and_a_rerun_finishes_each_trial_
     path = user_study(tmp_path, ["a", "b"], epochs=4, seeds=2, sleep=0.5)
     uri, ck = uri_of(tmp_path), tmp_path / "ck"
     proc, pids = started(tmp_path, path, uri, ck)
+    pids |= templates(proc, pids)
     try:
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=60)
@@ -117,6 +126,7 @@ def test_ctrl_c_kills_the_workers_exits_130_and_a_rerun_completes(tmp_path):
     path = user_study(tmp_path, ["a", "b"], epochs=4, seeds=2, sleep=0.5)
     uri, ck = uri_of(tmp_path), tmp_path / "ck"
     proc, pids = started(tmp_path, path, uri, ck)
+    template = templates(proc, pids)
     try:
         os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
         _, err = proc.communicate(timeout=120)
@@ -126,6 +136,7 @@ def test_ctrl_c_kills_the_workers_exits_130_and_a_rerun_completes(tmp_path):
     assert proc.returncode == 130, err
     assert "interrupted" in err
     assert not any(map(alive, pids))  # killed and reaped before the driver exited
+    assert wait_for(lambda: not any(map(alive, template)), 30)  # it ends with the driver
     stopped = [r for r in trial_runs(uri, "user") if r.data.tags["ablate.status"] == "running"]
     assert stopped and all(r.info.status == "KILLED" for r in stopped)
     assert parent_run(uri, "user").info.status == "KILLED"
@@ -147,7 +158,7 @@ def _fn(config, run):  # pragma: no cover - never trained
     ({}, 3, 16, 3),
 ])
 def test_the_default_number_of_workers(tmp_path, monkeypatch, config, workers, cpus, expected):
-    monkeypatch.setattr("ablate.execute.pool._cpus", lambda: cpus)
+    monkeypatch.setattr("ablate.execute.pool.cpus", lambda: cpus)
     study = Study("w", train=_fn, config={"epochs": 1, **config}, seeds=2, metric="score")
     source = ShippedStudy.of(write(tmp_path, "x = 1"))
     assert resolve_workers(workers, study.trials, source) == expected
@@ -173,7 +184,7 @@ def test_python_api_trains_in_process_unless_given_the_study_file(tmp_path):
 def test_the_default_comes_from_ablate_workers_else_auto(tmp_path, monkeypatch, capsys):
     """The suite sets ABLATE_WORKERS=1 (tests/conftest.py); a user's default is auto."""
     path = write(tmp_path, TINY, EPOCHS=1)  # 2 variants x 2 seeds
-    monkeypatch.setattr("ablate.execute.pool._cpus", lambda: 2)
+    monkeypatch.setattr("ablate.execute.pool.cpus", lambda: 2)
     monkeypatch.setenv("ABLATE_WORKERS", "many")
     assert run(path, uri_of(tmp_path), tmp_path / "ck") == 2
     err = capsys.readouterr().err

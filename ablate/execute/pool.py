@@ -2,13 +2,25 @@
 
 Each worker is a Python process of its own that loads the study file itself (as a Ray worker
 does), trains one trial at a time and logs its own child run; the driver kills a worker to end
-its trial (a trial past its bound, Ctrl-C), never interrupting one inside an MLflow call."""
+its trial (a trial past its bound, Ctrl-C), never interrupting one inside an MLflow call.
+
+Workers are cheap to start: where the platform has it (Linux, macOS), each is forked from a
+*template* process (multiprocessing's forkserver) that has imported, once, what a trial needs
+(torch, MLflow and its store, ``ablate``'s training code: :data:`TEMPLATE_MODULES`), and that
+``ablate run`` starts first thing (:mod:`ablate.execute.template`), so that its imports overlap the
+driver's own loading, planning and checks. The template only imports: it starts no thread of
+its own (numpy's BLAS pool and pyarrow's allocator register their own fork handlers), never
+touches CUDA and opens no store, so a fork of it is as clean as a fresh process. A worker
+takes the driver's environment as it is when the worker starts, loads the study and opens the
+store at once (while the driver prepares the plan's runs), and dies with the driver.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -25,14 +37,14 @@ from ablate.execute.outcome import (
 )
 from ablate.execute.record import threads_of
 from ablate.execute.ship import ShippedStudy
+from ablate.execute.template import GPU_DEVICE_FILES, cpus, start_method, start_template
 from ablate.execute.trial import train_trial
 from ablate.study import Study, Trial
 from ablate.track import PlanRuns, Tracker, TrackingError
 from ablate.validate import StudyError
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
-GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")  # NVIDIA, ROCm, WSL
-
+WATCH_S = 0.5  # without pidfd_open: how often a worker looks whether its driver is alive
 
 def resolve_workers(workers: int | str | None, trials: Sequence[Trial],
                     source: ShippedStudy | None) -> int:
@@ -46,14 +58,7 @@ def resolve_workers(workers: int | str | None, trials: Sequence[Trial],
         return max(1, int(workers))
     if not trials or uses_gpu(trials):
         return 1
-    return max(1, _cpus() // max(threads_of(t) for t in trials))
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # the CPUs this process may use (containers, taskset)
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+    return max(1, cpus() // max(threads_of(t) for t in trials))
 
 
 def uses_gpu(trials: Sequence[Trial]) -> bool:
@@ -80,10 +85,13 @@ Note = tuple[str, type, str, int]  # a warning: message, category (its builtin b
 # library's or the study file's own might not unpickle in the driver), file, line
 
 
-def _serve(conn: Any, driver: int, uri: str, root: str) -> None:
-    """A worker's life: set up (:func:`_init_worker`), then train the trials the driver sends
-    (trial key, the plan's runs, its bound), one at a time, replying to each."""
-    _init_worker(driver)
+def _serve(conn: Any, driver: int, uri: str, root: str, source: ShippedStudy,
+           environ: dict[str, str]) -> None:
+    """A worker's life: set up (:func:`_init_worker`), load the study and open the store
+    (:func:`_warm`), then train the trials the driver sends (trial key, the plan's runs, its
+    bound), one at a time, replying to each."""
+    _init_worker(driver, environ)
+    notes = _warm(source, uri)
     while True:
         try:
             task = conn.recv()
@@ -92,24 +100,88 @@ def _serve(conn: Any, driver: int, uri: str, root: str) -> None:
         if task is None:
             return
         source, key, runs, timeout = task
-        conn.send(pool_trial(source, key, uri, root, runs, timeout,
-                             on_start=lambda: conn.send(STARTED)))
+        reply, more = pool_trial(source, key, uri, root, runs, timeout,
+                                 on_start=lambda: conn.send(STARTED))
+        conn.send((reply, notes + more))
+        notes = []
 
 
-def _init_worker(driver: int) -> None:
-    """A worker ignores Ctrl-C (the driver decides, and kills it) and, on Linux, dies with the
-    driver (``PR_SET_PDEATHSIG``: a ``kill -9`` of ``ablate run`` leaves no worker writing).
-    The signal follows the *thread* that started the process: the driver's main thread."""
+def _init_worker(driver: int, environ: dict[str, str]) -> None:
+    """A worker takes the driver's environment as it is now (a template forked it, with the
+    environment of its own start), ignores Ctrl-C (the driver decides, and kills it) and dies
+    with the driver: a ``kill -9`` of ``ablate run`` leaves no worker writing. What it inherits
+    from the template is frozen out of the garbage collector's sweeps: they would write to every
+    inherited object, copying the template's memory page by page."""
+    import gc
+
+    gc.freeze()
+    if os.environ != environ:
+        os.environ.clear()
+        os.environ.update(environ)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
+    if sys.platform.startswith("linux"):  # dies with its parent (the driver, or the template)
         import ctypes
 
         try:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         except (OSError, AttributeError):
             pass
-    if os.getppid() != driver:  # the driver died before prctl took effect
-        os._exit(1)
+    _watch(driver)
+
+
+def _watch(driver: int) -> None:
+    """Kill this process the moment the driver ends: a thread waits on the driver's pidfd
+    (Linux 5.3+), else looks every :data:`WATCH_S` seconds."""
+    def die() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    try:
+        fd = os.pidfd_open(driver)  # type: ignore[attr-defined,unused-ignore]  # Linux only
+    except ProcessLookupError:  # the driver died already
+        die()
+    except (AttributeError, OSError):  # no pidfd here: look now and then
+        def look() -> None:
+            while True:
+                try:
+                    os.kill(driver, 0)
+                except ProcessLookupError:
+                    die()
+                except OSError:
+                    pass
+                time.sleep(WATCH_S)
+
+        threading.Thread(target=look, name="ablate-driver-watch", daemon=True).start()
+        return
+
+    def wait() -> None:
+        import select
+
+        select.select([fd], [], [])
+        die()
+
+    threading.Thread(target=wait, name="ablate-driver-watch", daemon=True).start()
+
+
+def _warm(source: ShippedStudy, uri: str) -> list[Note]:
+    """Load the study and open the store before the first trial comes (the driver prepares the
+    plan's runs meanwhile); the warnings it raised go with the first reply. A problem is left
+    for the first trial to meet again and reply (:func:`pool_trial`)."""
+    global _loaded
+    import warnings
+
+    from ablate.track import quiet_mlflow
+
+    with quiet_mlflow(), warnings.catch_warnings(record=True) as caught:
+        try:
+            _loaded = (source, source.load())
+            _tracker(uri).experiment_id(_loaded[1])  # opens the store: its engine, its schema
+        except Exception:
+            return []
+    return [_note(w) for w in caught]
+
+
+def _tracker(uri: str) -> Tracker:
+    return _trackers.get(uri) or _trackers.setdefault(uri, Tracker(uri))
 
 
 def pool_trial(source: ShippedStudy, key: str, uri: str, root: str, runs: PlanRuns,
@@ -133,9 +205,8 @@ def pool_trial(source: ShippedStudy, key: str, uri: str, root: str, runs: PlanRu
             if trial is None:
                 raise StudyError(f"trial {key} is not in {source.path} as a worker loaded it "
                                  f"(the study file changed?). Fix: run again.")
-            tracker = _trackers.get(uri) or _trackers.setdefault(uri, Tracker(uri))
-            outcome = train_trial(study, trial, tracker, runs, Path(root), timeout=timeout,
-                                  on_start=on_start)
+            outcome = train_trial(study, trial, _tracker(uri), runs, Path(root),
+                                  timeout=timeout, on_start=on_start)
             reply = Reply(outcome.status, outcome.run_id, outcome.value, outcome.error)
         except StudyError as exc:
             reply = Reply(STUDY_ERROR, error=str(exc))
@@ -162,28 +233,34 @@ class _Worker:
 
 class WorkerPool:
     """The worker processes of one ``ablate run`` (a :class:`~ablate.execute.driver.Backend`):
-    started when the first trial is submitted, at most ``size`` (capped by the trials to train,
-    announced once through ``on_start``), reused by later rounds, killed (never interrupted)
-    to end a trial or the study. A worker that dies is replaced; its trial comes back
+    at most ``size`` (capped by the trials to train, announced once through ``on_start``), all
+    started when the first round is announced (each loads the study and opens the store while
+    the driver prepares the plan's runs), reused by later rounds, killed (never interrupted) to
+    end a trial or the study. A worker that dies is replaced; its trial comes back
     (:data:`~ablate.execute.outcome.DIED`) and the driver submits it again, to resume from its
-    checkpoint."""
+    checkpoint. ``method``: how workers start (:func:`start_method` by default)."""
 
     bounds_itself = False
 
     def __init__(self, size: int, source: ShippedStudy, uri: str, root: Path,
-                 on_start: Callable[[int], None] | None = None) -> None:
+                 on_start: Callable[[int], None] | None = None,
+                 method: str | None = None) -> None:
         self.slots, self.source, self.uri, self.root = size, source, uri, str(root.resolve())
         self.on_start = on_start
+        self.method = method or start_method()
         self.announced = False
         self.workers: list[_Worker] = []
         self.runs: PlanRuns | None = None
 
     def announce(self, pending: int) -> None:
-        """At most as many workers as trials to train: said once, when the first round starts."""
+        """At most as many workers as trials to train: said once, when the first round starts,
+        and started now."""
         if not self.announced:
             self.slots, self.announced = max(1, min(self.slots, pending)), True
             if self.on_start is not None:
                 self.on_start(self.slots)
+        while len(self.workers) < self.slots:
+            self._spawn()
 
     def start(self, study: Study, runs: PlanRuns) -> None:
         self.runs = runs
@@ -205,10 +282,12 @@ class WorkerPool:
     def _spawn(self) -> _Worker:
         import multiprocessing
 
-        ctx = multiprocessing.get_context("spawn")
+        if self.method == "forkserver":
+            start_template()  # (if ablate run has not already)
+        ctx: Any = multiprocessing.get_context(self.method)
         mine, theirs = ctx.Pipe()
-        process = ctx.Process(target=_serve, args=(theirs, os.getpid(), self.uri, self.root),
-                              name="ablate-worker")
+        process = ctx.Process(target=_serve, name="ablate-worker", args=(
+            theirs, os.getpid(), self.uri, self.root, self.source, dict(os.environ)))
         process.start()
         theirs.close()
         worker = _Worker(process, mine)

@@ -41,7 +41,10 @@ def run_study(
     Where: with ``ray`` (:class:`~ablate.execute.ray.RayOptions`), one Ray task per trial;
     else, with the study's file (``source``) and ``workers`` other than 1, in worker processes
     on this machine (``auto``: the CPUs over the trials' ``train.threads``; a round with fewer
-    than 2 pending trials runs in this process); else one after another in this process.
+    than 2 pending trials runs in this process), forked from a template process that imported
+    torch, MLflow and ablate once (:func:`~ablate.execute.template.start_template`; ``ablate run``
+    starts it first thing, :func:`~ablate.execute.template.start_early`); else one after another
+    in this process.
     Every runner of the store claims each trial there first (:mod:`ablate.track.claims`), so
     none is trained twice, whatever folder or machine the runners are in. Ctrl-C or SIGTERM
     ends the trials in flight (their runs marked KILLED, resumable) and re-raises.
@@ -77,13 +80,18 @@ def run_study(
             return in_rounds(study, tracker, driven(here), on_round)
         from ablate.execute.cluster import absolute_uri
         from ablate.execute.pool import WorkerPool, resolve_workers
+        from ablate.execute.template import start_template, stop_template
 
         pool = WorkerPool(resolve_workers(workers, study.trials, source), source,
                           absolute_uri(tracker.uri), root, on_workers)
+        if pool.slots > 1 and len(study.trials) > 1:
+            start_template()  # its imports overlap this round's reads (if ablate run has not)
 
         def round_(current: Study) -> tuple[PlanRuns, list[Outcome]]:
             pending = _pending(current, tracker)
             if min(pool.slots, len(pending)) < 2:  # one trial: here, with its live progress
+                if not pool.workers and not study.adaptive:  # no round will want workers
+                    stop_template()
                 return driven(here)(current)
             pool.announce(len(pending))
             return driven(pool)(current)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 import tempfile
 import time
 import warnings
@@ -332,9 +333,28 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+INDUCTOR_CONFIG = "torch._inductor.config"
+INDUCTOR_DETERMINISTIC = "TORCHINDUCTOR_DETERMINISTIC"  # read by torch._inductor.config
+
+
 def set_determinism(deterministic: bool, device: torch.device) -> None:
-    """Deterministic algorithms on (the default) or off with cuDNN autotuning for speed."""
+    """Deterministic algorithms on (the default) or off with cuDNN autotuning for speed.
+
+    ``torch.use_deterministic_algorithms`` sets torch's flag and TorchInductor's
+    ``config.deterministic``, importing ``torch._inductor.config`` to do so: that import pulls
+    in ``torch._dynamo`` (~800 modules, ~2 s), which a trial that doesn't compile never needs.
+    No public call sets the flag alone, so until Inductor's config is imported (by
+    ``train.compile``, or anything else), the flag is set by the function that
+    ``use_deterministic_algorithms`` calls, ``torch._C._set_deterministic_algorithms``, and
+    Inductor's setting is left in ``TORCHINDUCTOR_DETERMINISTIC``, which its config reads when
+    imported: the same state either way. Once the config is imported, the public call is used.
+    """
     if deterministic and device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic)
+    flag = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if INDUCTOR_CONFIG in sys.modules or flag is None:
+        torch.use_deterministic_algorithms(deterministic)
+    else:
+        os.environ[INDUCTOR_DETERMINISTIC] = "1" if deterministic else "0"
+        flag(deterministic, warn_only=False)
     torch.backends.cudnn.benchmark = not deterministic
