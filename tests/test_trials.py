@@ -115,3 +115,35 @@ def test_a_large_design_is_counted_before_it_is_built():
     with pytest.raises(ValueError, match="makes 8,192 variants"):
         Study("bigger", train=train, factors={f"f{i}": [0, 1] for i in range(13)},
               design="full_factorial", metric="score")
+
+
+def test_a_process_writes_variant_rows_at_most_every_few_seconds_and_misses_none(tmp_path,
+                                                                               monkeypatch):
+    """Rows are rewritten at most every ROW_EVERY_S seconds per process: a trial that ends
+    sooner leaves its variant stale, and the next write (after the interval) includes it."""
+    from types import SimpleNamespace
+
+    from ablate.execute import trial as trial_module
+
+    written: list[str] = []
+    tracker = SimpleNamespace(update_variant=lambda study, runs, v: written.append(v.id))
+    study = SimpleNamespace(name="s")
+    runs = SimpleNamespace(plan="p-rows")
+    trials = [SimpleNamespace(variant=SimpleNamespace(id=v, label=v)) for v in "abc"]
+    now = [100.0]
+    monkeypatch.setattr(trial_module, "_rows_due", {})
+    monkeypatch.setattr(trial_module, "_rows_stale", {})
+
+    def ended(i: int) -> None:
+        trial_module.update_variant_row(study, trials[i], tracker, runs, tmp_path,
+                                        clock=lambda: now[0])
+
+    ended(0)  # the first: written at once
+    assert written == ["a"]
+    now[0] += 1.0
+    ended(1)
+    ended(2)  # within the interval: left stale
+    assert written == ["a"]
+    now[0] += trial_module.ROW_EVERY_S
+    ended(0)  # due: every stale row, and this one
+    assert sorted(written) == ["a", "a", "b", "c"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -102,22 +103,38 @@ def done_before(trial: Trial, records: Mapping[tuple[str, int], TrialRecord]) ->
     return None
 
 
+ROW_EVERY_S = 5.0  # a process writes variant rows at most so often (see update_variant_row)
+_rows_due: dict[str, float] = {}  # plan -> when its rows are due (this process's clock)
+_rows_stale: dict[str, dict[str, Trial]] = {}  # plan -> variant id -> a trial of it that ended
+# since its row was written
+
+
 def update_variant_row(
-    study: Study, trial: Trial, tracker: Tracker, runs: PlanRuns, root: Path
+    study: Study, trial: Trial, tracker: Tracker, runs: PlanRuns, root: Path,
+    clock: Callable[[], float] = time.monotonic,
 ) -> None:
     """Recompute the ended trial's variant row in MLflow's UI (mean, CI, counts) from the
     store, in the process that trained the trial, under a per-variant lock so that two of its
-    seeds ending at once on this machine write in turn. Best effort: the trial is recorded
-    already, and the plan's end writes every row again."""
+    seeds ending at once on this machine write in turn. A process writes its rows at most
+    every :data:`ROW_EVERY_S` seconds: a row missed meanwhile is written with the next (the
+    row is for people watching; a study of 4,096 one-second trials would spend a third of its
+    time rewriting rows). Best effort: the trial is recorded already, and the plan's end
+    writes every row again."""
     import warnings
 
-    try:
-        with file_lock(root / study.name / f"{trial.variant.id}.row.lock", blocking=True):
-            tracker.update_variant(study, runs, trial.variant)
-    except Exception as exc:
-        warnings.warn(f"could not update the MLflow row of variant {trial.variant.label!r} "
-                      f"({type(exc).__name__}: {str(exc)[:200]}); the study's end retries it.",
-                      stacklevel=2)
+    _rows_stale.setdefault(runs.plan, {})[trial.variant.id] = trial
+    now = clock()
+    if now < _rows_due.get(runs.plan, 0.0):
+        return
+    _rows_due[runs.plan] = now + ROW_EVERY_S
+    for ended in _rows_stale.pop(runs.plan).values():
+        try:
+            with file_lock(root / study.name / f"{ended.variant.id}.row.lock", blocking=True):
+                tracker.update_variant(study, runs, ended.variant)
+        except Exception as exc:
+            warnings.warn(f"could not update the MLflow row of variant {ended.variant.label!r} "
+                          f"({type(exc).__name__}: {str(exc)[:200]}); the study's end retries "
+                          f"it.", stacklevel=2)
 
 
 def _free_memory(collect: bool) -> None:

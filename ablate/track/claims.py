@@ -99,12 +99,13 @@ class Claims:
         self._lock = threading.Lock()  # the renewer thread and the driver share `mine`
 
     # ---------------------------------------------------------------------------------- reads
-    def holders(self) -> dict[str, list[Holder]]:
-        """Every claim in the store on a trial of this experiment: trial key -> its holders."""
-        tags = self.client.get_experiment(self.experiment_id).tags
+    def holders(self, key: str | None = None) -> dict[str, list[Holder]]:
+        """Every claim in the store on a trial of this experiment (or on trial ``key`` alone):
+        trial key -> its holders."""
+        prefix = PREFIX if key is None else f"{PREFIX}{key}."
         out: dict[str, list[Holder]] = {}
-        for name, value in tags.items():
-            if not name.startswith(PREFIX):
+        for name, value in self._tags(prefix):
+            if not name.startswith(prefix):
                 continue
             key, _, owner = name[len(PREFIX):].rpartition(".")
             try:
@@ -115,10 +116,28 @@ class Claims:
             out.setdefault(key, []).append(holder)
         return out
 
+    def _tags(self, prefix: str) -> list[tuple[str, str]]:
+        """The experiment's tags (at least those named ``prefix``...): on a SQL store (sqlite,
+        PostgreSQL, MySQL) read from MLflow's table of experiment tags by that prefix, one
+        indexed query, else with the whole experiment (its saved views too, a few ms more)."""
+        store = getattr(getattr(self.client, "_tracking_client", None), "store", None)
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        if not isinstance(store, SqlAlchemyStore):
+            return list(self.client.get_experiment(self.experiment_id).tags.items())
+        from mlflow.store.tracking.dbmodels.models import SqlExperimentTag
+        from sqlalchemy import select
+
+        with store.ManagedSessionMaker() as session:
+            return [(k, v) for k, v in session.execute(select(
+                SqlExperimentTag.key, SqlExperimentTag.value).where(
+                SqlExperimentTag.experiment_id == int(self.experiment_id),
+                SqlExperimentTag.key.startswith(prefix, autoescape=True)))]
+
     def rivals(self, key: str, holders: dict[str, list[Holder]] | None = None) -> list[Holder]:
         """The live claims of other runners on trial ``key``."""
         now = time.time()
-        found = self.holders() if holders is None else holders
+        found = self.holders(key) if holders is None else holders
         return [h for h in found.get(key, []) if h.owner != self.owner and h.live(now)]
 
     # --------------------------------------------------------------------------------- writes

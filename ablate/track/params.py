@@ -34,13 +34,18 @@ def as_level(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
+def params_of(config: Mapping[str, Any], extra: Mapping[str, str] | None = None) -> list[Any]:
+    """Every key of ``config`` (sorted) and then ``extra``, as MLflow ``Param``s."""
+    from mlflow.entities import Param
+
+    params = [Param(k, param(v)) for k, v in sorted(config.items())]
+    return params + [Param(k, v) for k, v in (extra or {}).items()]
+
+
 def log_params(client: Any, run_id: str, config: Mapping[str, Any],
                extra: Mapping[str, str] | None = None) -> None:
     """Every key of ``config`` (sorted) and then ``extra`` as params, in batches MLflow accepts
     (idempotent: the same values again are accepted)."""
-    from mlflow.entities import Param
-
-    params = [Param(k, param(v)) for k, v in sorted(config.items())]
-    params += [Param(k, v) for k, v in (extra or {}).items()]
+    params = params_of(config, extra)
     for i in range(0, len(params), PARAM_BATCH):
         client.log_batch(run_id, params=params[i:i + PARAM_BATCH])

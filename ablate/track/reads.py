@@ -101,7 +101,7 @@ class RunReader(TrackerBase):
             return pd.DataFrame(columns=columns)
         planned = {v.id for v in study.variants}
         rows = []
-        for run in self._search(exp_id, "tags.`ablate.role` = 'tuning'"):
+        for run in self._find(exp_id, {"ablate.role": "tuning"}):
             tags, params = run.data.tags, run.data.params
             if tags.get("ablate.variant") not in planned:
                 continue
@@ -148,9 +148,9 @@ class RunReader(TrackerBase):
 
     def _plan_runs(self, study: Study) -> list[tuple[Trial, Any]]:
         """``(trial, its run)`` for each trial of the current plan that has a run, in the
-        study's order (one search)."""
+        study's order (one search; their params are not read)."""
         exp_id = self.experiment_id(study)
-        found = self._trial_runs(exp_id) if exp_id is not None else {}
+        found = self._trial_runs(exp_id, params=False) if exp_id is not None else {}
         return [(t, found[t.variant.id, t.seed]) for t in study.trials
                 if (t.variant.id, t.seed) in found]
 

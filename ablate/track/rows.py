@@ -23,7 +23,15 @@ from ablate.track.summary import (
     variant_note,
     variant_summary,
 )
-from ablate.track.ui import NOTE, VIEW_TAG, plan_token, view_key, view_state
+from ablate.track.ui import (
+    NOTE,
+    VIEW_TAG,
+    plan_token,
+    ranked_key,
+    ranked_state,
+    view_key,
+    view_state,
+)
 
 if TYPE_CHECKING:
     from ablate.study import Study
@@ -39,7 +47,7 @@ class VariantRowWriter(TrackerBase):
         the experiment's saved view that :func:`runs_url` opens."""
         exp_id, plan = runs.experiment_id, runs.plan
         names = run_names(study)
-        found = self._variant_runs(exp_id)
+        found = self._variant_runs(exp_id, params=False)
         start = int(time.time() * 1000)
         variants: dict[str, str] = {}
         for i, v in enumerate(study.variants):  # start times in the study's order: rows' order
@@ -50,14 +58,15 @@ class VariantRowWriter(TrackerBase):
                 variants[v.id] = run.info.run_id
                 self._add_plan(run, plan)
         planned = {(t.variant.id, t.seed) for t in study.trials}
-        for key, run in self._trial_runs(exp_id).items():  # trials an earlier plan trained
+        for key, run in self._trial_runs(exp_id, False, False).items():  # an earlier plan's
             if key in planned:
                 self._add_plan(run, plan)
-        for run in self._search(exp_id, "tags.`ablate.role` = 'tuning'"):
+        for run in self._find(exp_id, {"ablate.role": "tuning"}, False, False):
             if run.data.tags.get("ablate.variant") in variants:
                 self._add_plan(run, plan)
         self.client.set_tag(runs.parent_run_id, "ablate.plans", plan_token(plan))
         for name, value in {VIEW_TAG + view_key(plan): json.dumps(view_state(study)),
+                            VIEW_TAG + ranked_key(plan): json.dumps(ranked_state(study)),
                             "mlflow.experiment.primaryMetric.name": study.metric,
                             NOTE: experiment_note(study)}.items():
             self.client.set_experiment_tag(exp_id, name, value)
@@ -81,7 +90,7 @@ class VariantRowWriter(TrackerBase):
         return out
 
     def _variant_run_id(self, study: Study, runs: PlanRuns, variant: Any) -> str:
-        run = self._variant_runs(runs.experiment_id).get(variant.id)
+        run = self._variant_runs(runs.experiment_id, params=False).get(variant.id)
         if run is not None:
             return run.info.run_id
         return self._create_variant_run(study, runs, variant, run_names(study)[variant.id],
@@ -111,40 +120,47 @@ class VariantRowWriter(TrackerBase):
 
     def update_variant(self, study: Study, runs: PlanRuns, variant: Any) -> None:
         """Recompute one variant's row (mean, CI, counts, status) from the store; the process
-        that has just ended one of its trials calls this. Its description, which repeats the
-        figures in words, is rewritten when the plan ends (one write per trial, ~30 ms)."""
-        run_id = runs.variants.get(variant.id)
-        run = (self.client.get_run(run_id) if run_id
-               else self._variant_runs(runs.experiment_id).get(variant.id))
+        that has just ended one of its trials calls this: one search (the variant's runs: its
+        row and its trials) and one write where the figures changed. Its description, which
+        repeats the figures in words, is rewritten when the plan ends (one write per trial,
+        ~30 ms)."""
+        found = [r for r in self._variant_search(runs.experiment_id, variant.id)
+                 if not replaced(r)]
+        rows = [r for r in found if r.data.tags.get("ablate.role") == "variant"]
+        row_id = runs.variants.get(variant.id)
+        run = next((r for r in rows if r.info.run_id == row_id), None) or min(
+            rows, key=lambda r: (r.info.start_time or 0, r.info.run_id), default=None)
         if run is None:
             return
-        flt = (f"tags.`ablate.role` = 'trial' and "
-               f"tags.`ablate.variant` = '{variant.id}'")
-        trials = pick(r for r in self._search(runs.experiment_id, flt) if not replaced(r))
+        trials = pick(r for r in found if r.data.tags.get("ablate.role") == "trial")
         self._write_variant(study, variant, run, variant_summary(study, variant, trials),
                             describe=False)
 
     def update_summaries(self, study: Study, runs: PlanRuns,
-                         verdicts: Mapping[str, str] | None = None) -> None:
+                         verdicts: Mapping[str, str] | None = None,
+                         trials: Mapping[tuple[str, int], Any] | None = None) -> None:
         """Every variant row of the plan and the plan run's own summary, written where they
         changed (when a plan ends, and after ``ablate report`` recorded its verdicts); with
         ``verdicts`` (variant id -> the report's verdict), each variant's verdict is written
-        with its figures, in the same call."""
-        exp_id = runs.experiment_id
-        trials = self._trial_runs(exp_id)
-        variant_runs = self._variant_runs(exp_id)
+        with its figures, in the same call. ``trials``: the experiment's trial runs, if just
+        read (:meth:`_trial_runs`, with metrics)."""
+        exp_id, plan = runs.experiment_id, study.plan
+        if trials is None:
+            trials = self._trial_runs(exp_id, params=False)
+        variant_runs = self._variant_runs(exp_id, params=False)
         summaries, shown_verdicts = {}, {}
         for v in study.variants:
             summaries[v.id] = variant_summary(study, v, trials)
             run = variant_runs.get(v.id)
             if run is not None:
                 shown_verdicts[v.id] = self._write_variant(study, v, run, summaries[v.id],
-                                                           verdict=(verdicts or {}).get(v.id))
+                                                           verdict=(verdicts or {}).get(v.id),
+                                                           plan=plan)
         for variant_id, verdict in (verdicts or {}).items():  # variants outside the plan
             run = variant_runs.get(variant_id)
             if variant_id not in summaries and run is not None:
                 self.set_tags(run.info.run_id, {"ablate.verdict": verdict,
-                                                "ablate.verdict_plan": study.plan})
+                                                "ablate.verdict_plan": plan})
         parent = self.client.get_run(runs.parent_run_id)
         totals = {k: sum(getattr(s, k) for s in summaries.values())
                   for k in ("finished", "diverged", "failed")}
@@ -159,16 +175,18 @@ class VariantRowWriter(TrackerBase):
 
     def _write_variant(
         self, study: Study, variant: Any, run: Any, summary: VariantSummary, describe: bool = True,
-        verdict: str | None = None,
+        verdict: str | None = None, plan: str | None = None,
     ) -> str | None:
         """Write a variant run's summary (and with ``describe`` its description, and a new
-        ``verdict`` of this plan) where it changed; returns the verdict it shows."""
+        ``verdict`` of this plan) where it changed; returns the verdict it shows. ``plan``:
+        the study's plan id, if known (it hashes every variant's id)."""
         tags = run.data.tags
+        plan = plan or study.plan
         new = {} if verdict is None else {"ablate.verdict": verdict,
-                                           "ablate.verdict_plan": study.plan}
+                                           "ablate.verdict_plan": plan}
         if verdict is None:
             verdict = tags.get("ablate.verdict") \
-                if tags.get("ablate.verdict_plan") == study.plan else None
+                if tags.get("ablate.verdict_plan") == plan else None
         if verdict is None and "ablate.verdict" in tags:  # another plan's verdict
             self.client.delete_tag(run.info.run_id, "ablate.verdict")
         metrics = {key: shown(value) for key, value in ((study.metric, summary.mean),

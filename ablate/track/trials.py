@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from mlflow.entities import Metric, RunTag
 
-from ablate.track.params import dumps, log_params
+from ablate.track.params import dumps, log_params, params_of
 from ablate.track.records import (
     MLFLOW_STATUS,
     SUMMARY,
@@ -86,14 +86,15 @@ class RunWriter(VariantRowWriter):
 
     def finish_study(self, runs: PlanRuns, study: Study, interrupted: bool) -> None:
         """End the parent run: KILLED when this process was interrupted, FINISHED when every
-        trial of the plan has ended; left RUNNING while another process still trains some."""
+        trial of the plan has ended; left RUNNING while another process still trains some.
+        The rows are written from one read of the trials."""
         if interrupted:
             self.client.set_terminated(runs.parent_run_id, "KILLED")
             return
-        records = self.trial_records(runs.experiment_id)
-        ended = [records.get((t.variant.id, t.seed)) for t in study.trials]
-        self.update_summaries(study, runs)
-        if all(r is not None and r.status != "running" for r in ended):
+        trials = self._trial_runs(runs.experiment_id, params=False)
+        ended = [trials.get((t.variant.id, t.seed)) for t in study.trials]
+        self.update_summaries(study, runs, trials=trials)
+        if all(r is not None and record_of(r).status != "running" for r in ended):
             self.client.set_terminated(runs.parent_run_id, "FINISHED")
 
     def stop_study(self, runs: PlanRuns, study: Study) -> None:
@@ -107,13 +108,14 @@ class RunWriter(VariantRowWriter):
 
     def trial_records(self, experiment_id: str) -> dict[tuple[str, int], TrialRecord]:
         """Every trial of the experiment, of any plan: (variant id, seed) -> its run."""
-        return {key: record_of(run) for key, run in self._trial_runs(experiment_id).items()}
+        runs = self._trial_runs(experiment_id, params=False, metrics=False)
+        return {key: record_of(run) for key, run in runs.items()}
 
     def trial_record(self, runs: PlanRuns, trial: Trial) -> TrialRecord | None:
-        flt = (f"tags.`ablate.role` = 'trial' and "
-               f"tags.`ablate.variant` = '{trial.variant.id}' and "
-               f"tags.`ablate.seed` = '{trial.seed}'")
-        found = pick(r for r in self._search(runs.experiment_id, flt) if not replaced(r))
+        """The trial's run as the store holds it now (one search: the variant's runs)."""
+        variant = self._variant_search(runs.experiment_id, trial.variant.id, metrics=False)
+        found = pick(r for r in variant if r.data.tags.get("ablate.role") == "trial"
+                     and r.data.tags.get("ablate.seed") == str(trial.seed) and not replaced(r))
         return record_of(found[(trial.variant.id, trial.seed)]) if found else None
 
     def replace_trials(self, records: list[TrialRecord]) -> None:
@@ -148,8 +150,9 @@ class RunWriter(VariantRowWriter):
         self, study: Study, runs: PlanRuns, trial: Trial, name: str, tags: Mapping[str, str],
         parent: str | None = None,
     ) -> str:
-        """A nested run (under ``parent``, else the plan's run) with the common tags and every
-        config key as a param."""
+        """A nested run (under ``parent``, else the plan's run) with the common tags, and every
+        config key as a param, written with the run's next write (its provenance tags, its first
+        metrics or its end: one call less per run)."""
         v = trial.variant
         run = self.client.create_run(runs.experiment_id, run_name=name, tags={
             "mlflow.parentRunId": parent or runs.parent_run_id,
@@ -163,20 +166,21 @@ class RunWriter(VariantRowWriter):
         return run.info.run_id
 
     def _log_params(self, run_id: str, trial: Trial) -> None:
-        """Every resolved config key and the seed (idempotent: the same values again are
-        accepted, so a resume can complete a run whose creation a kill interrupted)."""
-        log_params(self.client, run_id, trial.variant.config, {"seed": str(trial.seed)})
+        """Every resolved config key and the seed, written with the run's next write
+        (idempotent: the same values again are accepted, so a resume can complete a run whose
+        creation a kill interrupted)."""
+        self._defer_params(run_id, params_of(trial.variant.config, {"seed": str(trial.seed)}))
 
     def resume_trial(self, study: Study, runs: PlanRuns, trial: Trial, run_id: str) -> int:
         """Mark a trial run running again, with all its tags and params (a kill may have come
         between its creation and its params); returns the last step already logged (-1)."""
         v = trial.variant
         self.client.update_run(run_id, status="RUNNING")
+        self._log_params(run_id, trial)
         self.set_tags(run_id, {"ablate.status": "running", "ablate.role": "trial",
                                "ablate.study": study.name, "ablate.label": v.label,
                                "ablate.baseline": "true" if v.baseline else "false",
                                "ablate.levels": dumps(v.levels)[:5000]})
-        self._log_params(run_id, trial)
         keys = [k for k in self.client.get_run(run_id).data.metrics
                 if k not in SUMMARY and not k.startswith(("final_", "best_"))]
         if not keys:
@@ -190,8 +194,7 @@ class RunWriter(VariantRowWriter):
         metrics table in MLflow's UI, which keeps the order of first logging, starts with it."""
         now = int(time.time() * 1000)
         keys = sorted(metrics, key=lambda k: k != first)  # stable: the rest keep their order
-        self.client.log_batch(run_id, metrics=[Metric(k, float(metrics[k]), now, step)
-                                               for k in keys])
+        self._log_batch(run_id, metrics=[Metric(k, float(metrics[k]), now, step) for k in keys])
 
     def end_trial(
         self, run_id: str, status: str, summary: Mapping[str, float], error: str | None = None
@@ -201,15 +204,15 @@ class RunWriter(VariantRowWriter):
         tags = [RunTag("ablate.status", status)]
         if error:
             tags.append(RunTag("ablate.error", error.strip().splitlines()[-1][:500]))
-        self.client.log_batch(
-            run_id, metrics=[Metric(k, float(v), now, 0) for k, v in summary.items()], tags=tags
-        )
+        self._log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in summary.items()],
+                        tags=tags)
         if error:
             self.client.log_text(run_id, error, "traceback.txt")
         self.client.set_terminated(run_id, MLFLOW_STATUS[status])
 
     def interrupt_trial(self, run_id: str) -> None:
         """Ctrl-C: the run stays ``ablate.status=running`` (resumable) and is marked KILLED."""
+        self._write_params(run_id)
         self.client.set_terminated(run_id, "KILLED")
 
     def log_artifact(self, run_id: str, path: Path, folder: str | None = None) -> None:

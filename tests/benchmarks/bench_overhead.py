@@ -33,10 +33,10 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import OneCycleLR
 
-from ablate import execute
 from ablate.config import TRAIN_DEFAULTS
 from ablate.data import ImageData, digits
 from ablate.execute import trial as lifecycle
+from ablate.execute.driver import prepare
 from ablate.models import ConvNet
 from ablate.source import load_study
 from ablate.study import Study
@@ -108,10 +108,10 @@ class Ablate:
         self.count += 1
         study = Study(f"bench-{self.count}", model=ConvNet, data=lambda **_: data,
                       config=config, seeds=[SEED])
-        runs = execute.prepare(study, self.tracker, self.root)  # per study: untimed
+        runs, _ = prepare(study, self.tracker)  # per study: untimed
         self.call_seconds.clear()
         start = time.perf_counter()
-        outcome = execute.run_trial(study, study.trials[0], self.tracker, runs, self.root)
+        outcome = lifecycle.train_trial(study, study.trials[0], self.tracker, runs, self.root)
         seconds = time.perf_counter() - start
         if outcome.status != "finished":
             raise RuntimeError(f"trial {outcome.status}: {outcome.error}")
