@@ -8,6 +8,7 @@ functions that need them.
 from ablate.report.markdown import write_report
 from ablate.report.plots import (
     activation_plot,
+    budget_plot,
     cost_plot,
     forest_plot,
     importance_plot,
@@ -18,6 +19,7 @@ from ablate.report.plots import (
 
 __all__ = [
     "activation_plot",
+    "budget_plot",
     "cost_plot",
     "forest_plot",
     "importance_plot",

@@ -3,8 +3,10 @@
 Order: findings in sentences (what helped, what hurt, what was unstable, what the data cannot
 tell), one narrow table of the design's effects and the forest plot of the same intervals; for
 factorial designs the simple effects, cells at a trivial value and every variant against the
-baseline; variants with their costs; figures; further analyses; methods; provenance. Each part
-is written by a module of :mod:`ablate.report.sections`; this one puts them together.
+baseline; each change's effect over the training budget; variants with their costs; figures;
+further analyses; methods; provenance. Each part is written by a module of
+:mod:`ablate.report.sections`; this one puts them together. Beside the report: its figures,
+``results.csv`` and the tables for a paper (:mod:`ablate.report.paper`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ablate.report import plots
+from ablate.report import paper, plots
 from ablate.report.fmt import escape, format_number, plural
+from ablate.report.sections.budget import budget_section
 from ablate.report.sections.common import band, md_table
 from ablate.report.sections.conclusion import conclusion, display_order, first_table_rows
 from ablate.report.sections.costs import costs_section, tuning_section
@@ -38,7 +41,8 @@ def write_report(
     cams_missing: list[str] | None = None,
     tuning: pd.DataFrame | None = None,
 ) -> Path:
-    """Write ``report.md``, its PNG figures and ``results.csv`` (one row per trial) to ``out_dir``.
+    """Write ``report.md``, its PNG figures, ``results.csv`` (one row per trial) and the
+    effects as ``effects.csv`` and ``effects.tex`` (:mod:`ablate.report.paper`) to ``out_dir``.
 
     ``samples`` maps a variant label to generated text, shown in a code block each; ``cams`` is a
     PNG of class-activation maps, copied beside the report as ``cams.png``; without one,
@@ -70,8 +74,10 @@ def write_report(
         lines += [status, ""]
     table_rows = display_order(family)
     forest = plots.forest_plot(first_table_rows(table_rows), spec, out_dir / "forest.png")
-    lines += conclusion(table_rows, comparison, spec, forest)
+    tables = paper.write_tables(table_rows, spec, out_dir)
+    lines += conclusion(table_rows, comparison, spec, forest, paper.links(tables))
     lines += factorial_details(results, table_rows, comparison, spec)
+    lines += budget_section(results, history, table_rows, spec, out_dir)
     lines += costs_section(results, summary, spec)
     lines += tuning_section(tuning, spec)
     figures = _figures(results, history, spec, scores, out_dir, cams, cams_missing)

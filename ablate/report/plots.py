@@ -25,6 +25,7 @@ from ablate.stats.trials import usable, varying_factors
 from ablate.stats.verdict import Verdict
 
 MAX_LINES = 8
+MAX_SHOWN = 16  # a figure that draws every variant draws at most so many (see _extremes)
 DPI = 110
 WIDTH = 8.2  # inches: about 900 px, GitHub's column width
 
@@ -64,6 +65,23 @@ def _groups(order: list[str]) -> list[list[str]]:
     panels = math.ceil(len(others) / (MAX_LINES - 1))
     size = math.ceil(len(others) / panels)
     return [[base, *others[i : i + size]] for i in range(0, len(others), size)]
+
+
+def _extremes(order: list[str], score: dict[str, float], spec: ReportSpec) -> tuple[list[str], str]:
+    """At most :data:`MAX_SHOWN` of the variants ``order`` (baseline first): all of them, or
+    the baseline and the best and worst by ``score`` (the mean final metric; a study of 512
+    variants drawn line by line shows nothing, and takes minutes to draw); with the words that
+    say which ("" when all)."""
+    if len(order) <= MAX_SHOWN:
+        return order, ""
+    sign = 1.0 if spec.mode == "max" else -1.0
+    scored = [v for v in order[1:] if np.isfinite(score.get(v, np.nan))]
+    ranked = sorted(scored, key=lambda v: -sign * score[v])
+    best = ranked[: MAX_SHOWN // 2]
+    worst = ranked[len(best):][-(MAX_SHOWN - 1 - len(best)):]
+    return [order[0], *best, *worst], (
+        f"the baseline, the {len(best)} best and {len(worst)} worst of {len(order)} variants "
+        f"by mean final {spec.metric}")
 
 
 def _panel_colours(n: int) -> list:
@@ -134,7 +152,9 @@ def learning_curves(history: pd.DataFrame, spec: ReportSpec, path: str | Path) -
         return None
     stats = data.groupby(["variant", "step"])["value"].agg(["mean", "std"]).reset_index()
     label = dict(zip(data["variant"], data["label"]))
-    order = _baseline_first(list(label), history)
+    last = stats.loc[stats.groupby("variant")["step"].idxmax()]
+    order, which = _extremes(_baseline_first(list(label), history),
+                             dict(zip(last["variant"], last["mean"])), spec)
     groups = _groups(order)
     fig, axes = _small_multiples(groups, 2.5)
     for ax, group in zip(axes, groups):
@@ -149,8 +169,8 @@ def learning_curves(history: pd.DataFrame, spec: ReportSpec, path: str | Path) -
         _legend_right(ax)
     axes[-1].set_xlabel("epoch")
     axes[-1].xaxis.get_major_locator().set_params(integer=True)
-    fig.suptitle(f"{spec.metric} during training (mean over seeds, band ±1 SD; baseline black)",
-                 fontsize=10)
+    fig.suptitle(f"{spec.metric} during training (mean over seeds, band ±1 SD; baseline black)"
+                 + (f"\n{which}" if which else ""), fontsize=10)
     return _save(fig, path)
 
 
@@ -170,6 +190,10 @@ def seed_plot(results: pd.DataFrame, spec: ReportSpec, path: str | Path) -> Path
     if data.empty:
         return None
     summary = summarize(results, spec)
+    chosen, which = _extremes(list(summary["variant"]), dict(zip(summary["variant"],
+                                                                summary["mean"])), spec)
+    summary = summary.set_index("variant").loc[chosen].reset_index()
+    data = data[data["variant"].isin(chosen)]
     order = [_wrap(label, 34) for label in summary["label"]]
     data = data.assign(label=data["label"].map(lambda x: _wrap(x, 34)),
                        seed=data["seed"].astype(str))
@@ -194,7 +218,8 @@ def seed_plot(results: pd.DataFrame, spec: ReportSpec, path: str | Path) -> Path
     _legend_right(ax, "seed")
     ax.tick_params(axis="y", labelsize=8)
     ax.set(xlabel=f"final {spec.metric} ({_better(spec)} is better)", ylabel="")
-    ax.set_title("Per-seed results (finished trials)", fontsize=10)
+    ax.set_title("Per-seed results (finished trials)" + (f"\n{which}" if which else ""),
+                 fontsize=10)
     return _save(fig, path)
 
 
@@ -398,3 +423,67 @@ def activation_plot(history: pd.DataFrame, spec: ReportSpec, path: str | Path) -
     fig.suptitle("Activation scale per layer at the final epoch (mean over seeds, band min–max)",
                  fontsize=10)
     return _save(fig, path)
+
+
+def budget_plot(rows: pd.DataFrame, spec: ReportSpec, path: str | Path,
+                first_epoch: int = 1) -> Path | None:
+    """Each effect (``term``) against the epoch: its estimate (``diff``) with the interval that
+    epoch's family gives it (``ci_low``, ``ci_high``, a band), one panel each, every point
+    coloured by that epoch's verdict (``outcome``); ``epoch`` is the x axis. The final epoch's
+    verdicts are the report's; ``first_epoch`` only sets the axis' lower limit."""
+    if rows.empty:
+        return None
+    from matplotlib.lines import Line2D
+
+    terms = list(dict.fromkeys(rows["term"]))
+    ncols = 2 if len(terms) in (2, 4) else min(len(terms), 3)  # no half-empty row of 3
+    nrows = math.ceil(len(terms) / ncols)
+    fig = _figure(WIDTH, max(3.0, 2.35 * nrows + 0.9))
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True).ravel()
+    last = int(rows["epoch"].max())
+    for ax, term in zip(axes, terms):
+        line = rows[rows["term"] == term].sort_values("epoch")
+        if spec.min_effect is not None:
+            ax.axhspan(-spec.min_effect, spec.min_effect, color=Verdict.NEGLIGIBLE.colour,
+                       alpha=0.12)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.fill_between(line["epoch"], line["ci_low"], line["ci_high"], color="0.6", alpha=0.25,
+                        linewidth=0)
+        ax.plot(line["epoch"], line["diff"], color="0.45", linewidth=1)
+        colours = [Verdict(o).colour for o in line["outcome"]]
+        ax.scatter(line["epoch"], line["diff"], c=colours, s=22, zorder=3)
+        end = line.iloc[-1:]  # the table's verdict, ringed
+        ax.scatter(end["epoch"], end["diff"], c=colours[-1:], s=46, edgecolors="black",
+                   linewidths=1.2, zorder=4)
+        ax.set_title(_wrap(term, 44 if ncols < 3 else 30), fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(terms):]:
+        ax.set_visible(False)
+    for ax in axes[:len(terms)][-ncols:]:
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.set_major_locator(_integer_locator())
+        ax.tick_params(labelbottom=True)
+    axes[0].set_xlim(first_epoch - 0.3, last + 0.3)
+    for ax in axes[::ncols]:
+        ax.set_ylabel(f"Δ {spec.metric}", fontsize=8)
+    seen = list(dict.fromkeys(rows["outcome"]))
+    handles: list = [Line2D([], [], marker="o", linestyle="", color=Verdict(o).colour, label=o)
+                     for o in sorted(seen, key=lambda o: Verdict(o).order)]
+    if spec.min_effect is not None:
+        from matplotlib.patches import Patch
+
+        handles.append(Patch(color=Verdict.NEGLIGIBLE.colour, alpha=0.12,
+                             label=f"±{spec.min_effect:g} (min_effect)"))
+    fig.suptitle(f"Effect of each change at every epoch ({_better(spec)} is better): estimate "
+                 "and interval (band) of that epoch's family;\nthe last epoch (ringed) is the "
+                 "table's", fontsize=9)
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles) + 1, 7),
+               fontsize=7, frameon=False, title="verdict at that epoch", title_fontsize=7)
+    return _save(fig, path)
+
+
+def _integer_locator():
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True, nbins=8)

@@ -181,3 +181,13 @@ def rules(spec: ReportSpec) -> dict:
     fixed look) and the scheduled seed ``counts``."""
     looks: Looks = adaptive_looks(*spec.adaptive) if spec.adaptive else FIXED
     return {"min_effect": spec.min_effect, "looks": looks, "counts": spec.seed_counts or None}
+
+
+def stopping_family(results: pd.DataFrame, spec: ReportSpec) -> pd.DataFrame | None:
+    """The stopping rule's family (each variant against the baseline, at the group-sequential
+    looks) on the seeds a scheduled adaptive study gives each variant (``spec.seed_counts``,
+    from :func:`scheduled`), decided on ``results`` as they are: e.g. on the metric at an
+    earlier epoch. None without a baseline or trials."""
+    if spec.adaptive is None or not spec.seed_counts:
+        raise ValueError("stopping_family needs a scheduled adaptive spec (see scheduled())")
+    return _stopping_family(results, spec, variant_order(results))(dict(spec.seed_counts))

@@ -270,3 +270,44 @@ def test_the_seed_plot_is_the_same_for_the_same_results(tmp_path):
     assert np.random.random() == before
     seed_plot(results, spec, tmp_path / "b.png")
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+def test_figures_of_every_variant_show_the_baseline_and_the_extremes_of_a_large_study(tmp_path):
+    """A study of 32 variants: the learning curves and the per-seed figure draw the baseline and
+    the best and worst by mean final metric (MAX_SHOWN in all), and say so in their titles;
+    a small study's figures draw every variant."""
+    from ablate.report import plots
+    from ablate.stats import summarize
+
+    factors = {f"model.f{i}": [0, 1] for i in range(5)}
+    results, history, spec = make_study(factors=factors, n_seeds=2)
+    summary = summarize(results, spec).set_index("variant")
+    chosen, which = plots._extremes(list(summary.index), summary["mean"].to_dict(), spec)
+    assert len(chosen) == plots.MAX_SHOWN and chosen[0] == summary.index[0]
+    ranked = summary["mean"].iloc[1:].sort_values(ascending=False).index
+    half = plots.MAX_SHOWN // 2
+    assert chosen[1:] == [*ranked[:half], *ranked[-(plots.MAX_SHOWN - 1 - half):]]
+    assert which == (f"the baseline, the {half} best and {plots.MAX_SHOWN - 1 - half} worst "
+                     f"of 32 variants by mean final val_acc")
+    titles: list[str] = []
+    from matplotlib.figure import Figure
+
+    real_save = plots._save
+
+    def save(fig: Figure, path):
+        titles.extend(t.get_text() for t in [fig._suptitle, *[a.title for a in fig.axes]] if t)
+        labels = {t.get_text() for ax in fig.axes for t in ax.get_yticklabels()}
+        lines = sum(len(ax.get_lines()) for ax in fig.axes)
+        titles.append(f"{len(labels)} labels, {lines} lines")
+        return real_save(fig, path)
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(plots, "_save", save):
+        plots.seed_plot(results, spec, tmp_path / "seeds.png")
+        plots.learning_curves(history, spec, tmp_path / "curves.png")
+    assert sum(which in t for t in titles) == 2
+    assert f"{plots.MAX_SHOWN} labels" in titles[titles.index(next(t for t in titles
+                                                                    if "labels" in t))]
+    small, _ = plots._extremes(list(summary.index[:plots.MAX_SHOWN]), {}, spec)
+    assert small == list(summary.index[:plots.MAX_SHOWN])

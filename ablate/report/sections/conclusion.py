@@ -30,7 +30,9 @@ UNCLEAR = (Verdict.NO_CLEAR_EFFECT, Verdict.UNDECIDED)  # under **Cannot tell** 
 
 
 def conclusion(family: pd.DataFrame, comparison: pd.DataFrame, spec: ReportSpec,
-               forest: Path | None) -> list[str]:
+               forest: Path | None, tables: list[str] | None = None) -> list[str]:
+    """The first screen; ``tables``: lines pointing at the table files, shown under the
+    table's note."""
     lines = ["## Conclusion", ""]
     if family.empty:
         return lines + ["Only one variant ran, so there is nothing to compare against the "
@@ -46,7 +48,7 @@ def conclusion(family: pd.DataFrame, comparison: pd.DataFrame, spec: ReportSpec,
                   "variant with the baseline only, so these pairs do not enter its family):", "",
                   effects_table(levels, spec, first), ""]
     lines.append(table_note(shown, spec))
-    lines += ["", *_aliasing(spec)]
+    lines += ["", *(tables or []), *_aliasing(spec)]
     if forest is not None:
         caption = "The table's effects with the same intervals, coloured by verdict" + (
             f"; the shaded band is ±{band(spec)}, the smallest effect that matters."
