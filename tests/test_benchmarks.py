@@ -110,4 +110,7 @@ def test_the_fast_sql_read_returns_what_mlflows_search_returns(tmp_path):
             light = seen(tracker._find(exp, tags, params=False, metrics=False))
             assert [row[:10] for row in light] == [row[:10] for row in slow]
             assert all(row[10] == {} and row[11] == {} for row in light)
+            some = seen(tracker._find(exp, tags, tag_keys=["note"]))
+            assert [{k: v for k, v in row[9].items() if k in ("note", "mlflow.runName", *tags)}
+                    for row in slow] == [row[9] for row in some]
         assert len(seen(tracker._find(exp, {"ablate.role": "trial"}))) == 1  # 3: deleted; 5: other

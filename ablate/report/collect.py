@@ -126,13 +126,19 @@ def _data_settings(config: dict[str, Any]) -> dict[str, Any]:
             if k.startswith("data.")}
 
 
+MAX_SAMPLES = 16  # variants whose generated text the report shows, at most
+
+
 def _samples(study: Any, tracker: Any, results: Any) -> dict[str, str] | None:
-    """The last generated text of each variant's first finished seed (language models)."""
+    """The last generated text of each variant's first finished seed (language models), for
+    the first :data:`MAX_SAMPLES` variants of the study (baseline first): one artifact read
+    each, and 2,048 code blocks would bury the report."""
     samples = {}
-    for v in study.variants:
-        rows = results[(results["variant"] == v.id) & (results["status"] != "failed")]
-        if len(rows):
-            text = tracker.last_text(rows.iloc[0]["run_id"], "samples")
+    kept = results[results["status"] != "failed"]
+    first = dict(zip(kept["variant"][::-1], kept["run_id"][::-1]))  # each variant's first row
+    for v in study.variants[:MAX_SAMPLES]:
+        if v.id in first:
+            text = tracker.last_text(first[v.id], "samples")
             if text is not None:
                 samples[v.label] = text
     return samples or None

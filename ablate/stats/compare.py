@@ -69,6 +69,7 @@ def summarize(results: pd.DataFrame, spec: ReportSpec) -> pd.DataFrame:
     finals, used = results["final"].to_numpy(float), data["final"].to_numpy(float)
     costs = {c: results[c].to_numpy(float) for c in COST_COLUMNS if c in results}
     first = results[["label", "baseline"]].to_numpy(object)
+    counted = table.to_dict("index")
     rows = []
     for v in variant_order(results):
         at = rows_of[v]
@@ -84,7 +85,7 @@ def summarize(results: pd.DataFrame, spec: ReportSpec) -> pd.DataFrame:
                 "variant": v,
                 "label": first[at[0], 0],
                 "baseline": bool(first[at[0], 1]),
-                **table.loc[v].to_dict(),
+                **counted[v],
                 "mean": x.mean() if len(x) else np.nan,
                 "std": x.std(ddof=1) if len(x) >= 2 else np.nan,
                 "ci_low": ci[0],
@@ -250,11 +251,9 @@ def importance(results: pd.DataFrame, spec: ReportSpec) -> pd.Series:
         study.add_trials(
             [
                 optuna.trial.create_trial(
-                    params={f: str(row[f]) for f in factors},
-                    distributions=dists,
-                    value=row["final"],
-                )
-                for _, row in data.iterrows()
+                    params=dict(zip(factors, levels)), distributions=dists, value=value)
+                for value, *levels in zip(data["final"].to_numpy(float).tolist(),
+                                          *(data[f].astype(str) for f in factors))
             ]
         )
         trees = max(8, min(64, FANOVA_TREE_TRIALS // max(len(data), 1)))

@@ -59,17 +59,31 @@ def factor_levels(spec: ReportSpec, factor: str, present: pd.Series) -> list[str
     return [level for level in order if level in set(present)]
 
 
+_MATCHED: dict[tuple, dict[tuple, list[dict]]] = {}  # a layout of cells -> its matched groups
+
+
 class _Cells:
     """Lookup of factorial cells: levels tuple -> variant id."""
 
     def __init__(self, cells: pd.DataFrame) -> None:
         self.factors = list(cells.columns)
         self.variant = {tuple(row): v for v, row in zip(cells.index, cells.to_numpy())}
+        layout = (tuple(self.factors), tuple(sorted(self.variant.items())))
+        if len(_MATCHED) > 64:
+            _MATCHED.clear()
+        self._matched = _MATCHED.setdefault(layout, {})  # the same cells: the same groups
 
     def matched(self, changes: dict[str, tuple[str, str]], fixed: dict[str, str]) -> list[dict]:
         """For each combination of the remaining factors where every cell exists: the cells
         with each factor of ``changes`` at its ``from`` or ``to`` level, keyed by the set of
-        factors at ``to``; ``fixed`` factors stay at their given level."""
+        factors at ``to``; ``fixed`` factors stay at their given level. (Computed once per
+        layout of cells: the report asks again at every epoch; treat the groups as read-only.)"""
+        key = (tuple(changes.items()), tuple(fixed.items()))
+        if key not in self._matched:
+            self._matched[key] = self._match(changes, fixed)
+        return self._matched[key]
+
+    def _match(self, changes: dict[str, tuple[str, str]], fixed: dict[str, str]) -> list[dict]:
         pos = {f: self.factors.index(f) for f in [*changes, *fixed]}
         out = []
         for key in self.variant:

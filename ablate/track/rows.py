@@ -17,7 +17,6 @@ from ablate.track.records import PlanRuns, pick, replaced
 from ablate.track.summary import (
     VariantSummary,
     experiment_note,
-    run_names,
     shown,
     study_note,
     variant_note,
@@ -46,7 +45,7 @@ class VariantRowWriter(TrackerBase):
         plan's id in the tag ``ablate.plans`` of every run of the plan (the view's filter), and
         the experiment's saved view that :func:`runs_url` opens."""
         exp_id, plan = runs.experiment_id, runs.plan
-        names = run_names(study)
+        names = self._names(study, plan)
         found = self._variant_runs(exp_id, params=False)
         start = int(time.time() * 1000)
         variants: dict[str, str] = {}
@@ -93,8 +92,8 @@ class VariantRowWriter(TrackerBase):
         run = self._variant_runs(runs.experiment_id, params=False).get(variant.id)
         if run is not None:
             return run.info.run_id
-        return self._create_variant_run(study, runs, variant, run_names(study)[variant.id],
-                                        int(time.time() * 1000))
+        name = self._names(study, runs.plan)[variant.id]
+        return self._create_variant_run(study, runs, variant, name, int(time.time() * 1000))
 
     def _create_variant_run(
         self, study: Study, runs: PlanRuns, variant: Any, name: str, start_time: int

@@ -27,6 +27,11 @@ if TYPE_CHECKING:
     from ablate.study import Study, Trial
 
 
+# what a trial's record (record_of) and the choice among a trial's runs (pick, replaced) read
+RECORD_TAGS = ("ablate.variant", "ablate.seed", "ablate.status", "ablate.replaced", "ablate.code",
+               "ablate.data", "ablate.kept")
+
+
 class RunWriter(VariantRowWriter):
     """Creates, resumes and ends the plan's run and its trial (and tuning) runs."""
 
@@ -108,7 +113,7 @@ class RunWriter(VariantRowWriter):
 
     def trial_records(self, experiment_id: str) -> dict[tuple[str, int], TrialRecord]:
         """Every trial of the experiment, of any plan: (variant id, seed) -> its run."""
-        runs = self._trial_runs(experiment_id, params=False, metrics=False)
+        runs = self._trial_runs(experiment_id, params=False, metrics=False, tag_keys=RECORD_TAGS)
         return {key: record_of(run) for key, run in runs.items()}
 
     def trial_record(self, runs: PlanRuns, trial: Trial) -> TrialRecord | None:

@@ -311,3 +311,24 @@ def test_figures_of_every_variant_show_the_baseline_and_the_extremes_of_a_large_
                                                                     if "labels" in t))]
     small, _ = plots._extremes(list(summary.index[:plots.MAX_SHOWN]), {}, spec)
     assert small == list(summary.index[:plots.MAX_SHOWN])
+
+
+def test_tables_with_a_row_per_variant_list_the_baseline_and_the_extremes_of_a_large_study(
+        tmp_path):
+    """50 variants: "Every variant against the baseline" and "Variants and costs" list the
+    baseline and the best and worst by mean (MAX_LISTED rows), and say so; results.csv keeps
+    every trial."""
+    from ablate.report.sections.common import MAX_LISTED
+
+    factors = {f"model.f{i}": [0, 1] for i in range(5)} | {"model.g": [0, 1]}
+    results, history, spec = make_study(factors=factors, n_seeds=2)
+    path = write_report(results, history, spec, tmp_path)
+    text = path.read_text()
+    note = f"Of 64 variants, the baseline and the {MAX_LISTED // 2} best and"
+    assert text.count(note) == 2
+    for heading in ("### Every variant against the baseline", "## Variants and costs"):
+        section = text[text.index(heading):]
+        table = section[section.index("| Variant"):section.index(note)]
+        rows = [line for line in table.splitlines() if line.startswith("|")][2:]
+        assert len(rows) == MAX_LISTED and rows[0].startswith("| baseline")
+    assert len(pd.read_csv(tmp_path / "results.csv")) == len(results)

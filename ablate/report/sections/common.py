@@ -91,3 +91,22 @@ def effects_table(rows: pd.DataFrame, spec: ReportSpec, first: str) -> str:
 def band(spec: ReportSpec) -> str:
     """``0.01 val_acc``: the smallest effect of interest with its unit."""
     return f"{format_number(spec.min_effect)} {escape(spec.metric)}"
+
+
+MAX_LISTED = 40  # a table with a row per variant lists at most so many (see listed)
+
+
+def listed(summary: pd.DataFrame, spec: ReportSpec) -> tuple[pd.DataFrame, str]:
+    """The rows of ``summary`` (one per variant, baseline first) that a per-variant table
+    shows: all of them, or past :data:`MAX_LISTED` the baseline and the best and worst by
+    mean, in that order (a table of 2,048 rows buries the report; ``results.csv`` has every
+    trial); with a sentence that says so ("" when all are listed)."""
+    if len(summary) <= MAX_LISTED:
+        return summary, ""
+    ranked = summary.iloc[1:].dropna(subset=["mean"]).sort_values(
+        "mean", ascending=spec.mode != "max", kind="stable")
+    best = ranked.iloc[: MAX_LISTED // 2]
+    worst = ranked.iloc[len(best):].iloc[-(MAX_LISTED - 1 - len(best)):]
+    return pd.concat([summary.iloc[:1], best, worst]), (
+        f"Of {len(summary)} variants, the baseline and the {len(best)} best and {len(worst)} "
+        f"worst by mean {escape(spec.metric)} are listed; `results.csv` has every trial.")

@@ -16,7 +16,7 @@ from ablate.report.fmt import (
     format_seconds,
     plus_minus,
 )
-from ablate.report.sections.common import md_table
+from ablate.report.sections.common import listed, md_table
 from ablate.stats.spec import ReportSpec
 
 COSTS = {"n_params": ("Params", format_count), "flops_per_sample": ("FLOPs/sample", format_count),
@@ -27,16 +27,17 @@ def costs_section(results: pd.DataFrame, summary: pd.DataFrame, spec: ReportSpec
     """Each variant's mean and its costs; cost columns no trial logged are left out."""
     tuned = _tuned_values(results)
     costs = [c for c in COSTS if summary[c].notna().any()]
+    shown, which = listed(summary, spec)
     rows = [
         [escape(s["label"]), plus_minus(s["mean"], s["ci_low"], s["ci_high"]),
          *(COSTS[c][1](s[c]) for c in costs), *([tuned.get(s["variant"], DASH)] if tuned else [])]
-        for _, s in summary.iterrows()
+        for _, s in shown.iterrows()
     ]
     header = ["Variant", f"{escape(spec.metric)} (mean ± 95% CI)",
               *(COSTS[c][0] for c in costs), *(["Tuned values"] if tuned else [])]
     numeric = tuple(range(1, 2 + len(costs)))
-    lines = ["## Variants and costs", "", md_table(header, rows, numeric), "", _cost_note(costs),
-             ""]
+    lines = ["## Variants and costs", "", md_table(header, rows, numeric), "",
+             *([which, ""] if which else []), _cost_note(costs), ""]
     return lines + _ui_note(summary, spec)
 
 
@@ -66,7 +67,9 @@ def _ui_note(summary: pd.DataFrame, spec: ReportSpec) -> list[str]:
     if differ.empty:
         return []
     items = ", ".join(f"{escape(r['label'])} (UI {format_number(r['ui_mean'])}, report "
-                      f"{format_number(r['mean'])})" for _, r in differ.iterrows())
+                      f"{format_number(r['mean'])})" for _, r in differ.head(10).iterrows())
+    if len(differ) > 10:
+        items += f" and {len(differ) - 10} more"
     return [f"The variant rows of MLflow's UI show these same means (diverged and failed "
             f"trials left out). MLflow's own \"group by\" of the trial runs would average every "
             f"run that logged a final {escape(spec.metric)}, diverged runs included, and differ "

@@ -9,6 +9,7 @@ from ablate.design import short_names
 from ablate.report.fmt import DASH, escape, format_number, format_p, plural, plus_minus
 from ablate.report.sections.common import (
     effects_table,
+    listed,
     md_table,
     p_header,
     procedure_name,
@@ -97,6 +98,7 @@ def _trivial_section(results: pd.DataFrame, spec: ReportSpec) -> list[str]:
 
 def _variant_table(comparison: pd.DataFrame, summary: pd.DataFrame, spec: ReportSpec) -> str:
     comp = comparison.set_index("variant")
+    summary, which = listed(summary, spec)
     rows = []
     for _, s in summary.iterrows():
         mean = plus_minus(s["mean"], s["ci_low"], s["ci_high"])
@@ -110,7 +112,7 @@ def _variant_table(comparison: pd.DataFrame, summary: pd.DataFrame, spec: Report
                      format_p(c["p_holm"]), verdict_cell(c), seeds_cell(c)])
     header = ["Variant", f"{escape(spec.metric)} (mean ± 95% CI)", "Δ ± CI", p_header(spec),
               "Verdict", "Seeds"]
-    return md_table(header, rows, numeric=(1, 2, 3))
+    return md_table(header, rows, numeric=(1, 2, 3)) + (f"\n\n{which}" if which else "")
 
 
 def _trials(row: pd.Series, spec: ReportSpec) -> str:
