@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from ablate.cli import main
@@ -143,3 +144,18 @@ def test_plan_shows_brackets_in_labels_and_levels(tmp_path, capsys):
     assert main(["plan", str(path)]) == 0
     out = capsys.readouterr().out
     assert "[a]" in out and "[bold]b" in out and "tag=[bold]b" in out
+
+
+@pytest.mark.parametrize("largest_real", [10**9, 0])  # small models: on the CPU; large: meta
+def test_a_model_that_does_not_fit_the_inputs_fails_at_plan_time(tmp_path, capsys, monkeypatch,
+                                                                 largest_real):
+    """A float model whose first layer expects 4 features, given 5: caught before training
+    whether it is tried for real on the CPU (a small model) or on the meta device."""
+    monkeypatch.setattr("ablate.train.build.REAL_FORWARD_PARAMS", largest_real)
+    source = TABULAR.replace("CAST", ".astype('float32')").replace(
+        "nn.Linear(in_features, width)", "nn.Linear(4, width)")
+    path = write(tmp_path, source)
+    assert main(["plan", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "mlp can't take this data's inputs (torch.float32 [5] per sample)" in err
+    assert "RuntimeError: " in err and "Nothing was trained" in err

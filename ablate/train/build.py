@@ -128,6 +128,22 @@ def check_data(study: Study) -> dict[str, str]:
     return out
 
 
+REAL_FORWARD_PARAMS = 20_000_000  # a model this small is tried on the CPU for real
+
+
+def _where_to_try(model: Any, kwargs: dict[str, Any], x: torch.Tensor) -> torch.device:
+    """Where to try a model on two inputs: for real on the CPU (milliseconds) when it has at
+    most :data:`REAL_FORWARD_PARAMS` parameters (counted on the meta device, which allocates
+    nothing) or its inputs are integers (meta kernels don't check dtypes: ids into an
+    embedding, or features into a float layer, which fails); else on the meta device (no
+    memory, no compute, but its first use costs about a second of setup)."""
+    if x.dtype == torch.int64:
+        return torch.device("cpu")
+    with torch.device("meta"):
+        size = sum(p.numel() for p in model(**kwargs).parameters())
+    return torch.device("cpu" if size <= REAL_FORWARD_PARAMS else "meta")
+
+
 def _check_forward(study: Study, data: Any, variants: list[Any]) -> None:
     """Each distinct model of ``variants`` takes two inputs of ``data``, so a model and data that
     don't fit (integer features into a float layer, a wrong input size) fail now, once, not in
@@ -141,11 +157,6 @@ def _check_forward(study: Study, data: Any, variants: list[Any]) -> None:
         x = next(iter(data.val_batches()))[0][:2].cpu()
     except Exception:  # no validation batch to try: the trial will say
         return
-    # Shapes on the meta device (no memory, no compute); integer inputs for real on the CPU,
-    # since meta kernels don't check dtypes (ids into an embedding, or features into a float
-    # layer, which fails)
-    where = torch.device("cpu") if x.dtype == torch.int64 else torch.device("meta")
-    x = x.to(where)
     tried: set[str] = set()
     for variant in variants:
         kwargs = model_kwargs(study.model, variant.config, data.model_kwargs)
@@ -154,8 +165,9 @@ def _check_forward(study: Study, data: Any, variants: list[Any]) -> None:
             continue
         tried.add(key)
         try:
+            where = _where_to_try(study.model, kwargs, x)
             with torch.device(where), torch.no_grad():
-                study.model(**kwargs)(x)
+                study.model(**kwargs)(x.to(where))
         except Exception as exc:
             name = getattr(study.model, "__name__", repr(study.model))
             fix = ("change the model or the data so that they fit, or exclude the variant with "
