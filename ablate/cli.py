@@ -126,7 +126,8 @@ def _parser() -> argparse.ArgumentParser:
                           "whose workers all run on this machine)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("report", help="write reports/<study>/report.md, figures and results.csv")
+    p = sub.add_parser("report", help="write reports/<study>/report.md, figures, results.csv "
+                                      "and effects.csv/.tex")
     study_args(p)
     tracking_arg(p)
     p.add_argument("--out", metavar="DIR", help="output folder (default: reports/<study>)")
@@ -219,6 +220,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.executor != "ray" and not args.dry_run:  # workers' template: its imports overlap ours
+        from ablate.execute.template import start_early
+
+        start_early(args.workers or _default_workers())
     study = load(args)
     data = _check(study)  # a wrong setting, a missing file or a wrong data: before any write
     workers = args.workers or _default_workers()
@@ -391,12 +396,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         tracker.log_report(found.runs, out)
         runs = tracker.prepare_view(study, found.runs)
         record_verdicts(tracker, study, runs, found.results, found.spec)
-    from ablate.track import runs_url, ui_hint, ui_host
+    from ablate.track import ranked_url, runs_url, ui_hint, ui_host
 
-    print(f"report: {path} ({len(found.results)} trial runs; figures and results.csv beside it; "
+    print(f"report: {path} ({len(found.results)} trial runs; figures, results.csv and the "
+          f"tables for a paper (effects.csv, effects.tex) beside it; "
           f"also logged to the study's MLflow run {runs.parent_run_id})")
     print(f"the variants with these verdicts, in MLflow's UI: "
-          f"{runs_url(runs, ui_host(tracker.uri))}{ui_hint(tracker.uri)}")
+          f"{runs_url(runs, ui_host(tracker.uri))}{ui_hint(tracker.uri)}\n"
+          f"  ranked by {study.metric}: {ranked_url(runs, ui_host(tracker.uri))}")
     return EXIT_OK
 
 

@@ -114,7 +114,7 @@ def print_summary(
     report: str | None = None,
 ) -> None:
     """Trials by status, the study metric per variant (mean over seeds), where to look next."""
-    from ablate.track import runs_url, ui_hint, ui_host
+    from ablate.track import ranked_url, runs_url, ui_hint, ui_host
 
     console = console or (Console() if Console().is_terminal else Console(width=160))
     trained = sum(o.status in ("finished", "diverged", "failed", "timed out") for o in outcomes)
@@ -134,23 +134,60 @@ def print_summary(
                 "std"):
         summary.add_column(col, justify="left" if col in ("variant", "label") else "right",
                            overflow="fold")
-    for v in study.variants:
-        rows = table[table["variant"] == v.id]
-        ok = rows[rows["status"] == "finished"]["final"].astype(float)
-        mean = ok.mean() if len(ok) else math.nan
-        std = ok.std() if len(ok) > 1 else math.nan
-        summary.add_row(v.id, v.label, str(len(ok)), str((rows["status"] == "diverged").sum()),
-                        str((rows["status"] == "failed").sum()), _num(mean), _num(std))
+    shown, hidden = _shown_variants(study, table)
+    for v, (n_ok, n_diverged, n_failed, mean, std) in shown:
+        summary.add_row(v.id, v.label, str(n_ok), str(n_diverged), str(n_failed), _num(mean),
+                        _num(std))
+    if hidden:
+        summary.caption = (f"the baseline and the {MAX_ROWS // 2} best and "
+                           f"{MAX_ROWS - 1 - MAX_ROWS // 2} worst by mean {study.metric}; "
+                           f"{hidden} more variants: the ranked view below, or the report")
+        summary.caption_justify = "left"
     console.print(summary)
     console.print(
         f"Compare the variants in MLflow's UI: {runs_url(runs, ui_host(uri))}{ui_hint(uri)}\n"
         f"  one row per variant: mean {study.metric} ± 95% CI over its finished seeds and its "
         f"seed counts (diverged and failed seeds left out of the mean, as in this table and the "
-        f"report); expand a row for its seeds.\nReport: "
+        f"report); expand a row for its seeds.\n  ranked by {study.metric}, best first: "
+        f"{ranked_url(runs, ui_host(uri))}\nReport: "
         f"{report or 'ablate report ' + (study.source or 'STUDY.py')}",
         highlight=False,
         soft_wrap=True,
     )
+
+
+MAX_ROWS = 21  # the end-of-run table of a larger study: the baseline and the extremes
+
+
+def _shown_variants(study: Study, table: pd.DataFrame) -> tuple[list, int]:
+    """``(variant, (finished, diverged, failed, mean, std))`` for the table's rows, in the
+    study's order (at most :data:`MAX_ROWS`: the baseline and the best and worst by mean; a
+    table of 2,048 rows helps no one; then baseline, best, worst), and how many variants were
+    left out."""
+    import numpy as np
+    import pandas as pd
+
+    rows = []
+    status = table["status"] if len(table) else pd.Series(dtype=str)
+    at = table.groupby("variant", sort=False).indices if len(table) else {}
+    finals = table["final"].to_numpy(float) if len(table) else np.empty(0)
+    for v in study.variants:
+        i = at.get(v.id, np.empty(0, dtype=int))
+        states = status.to_numpy()[i] if len(i) else np.empty(0, dtype=object)
+        ok = finals[i][states == "finished"]
+        mean = float(ok.mean()) if len(ok) else math.nan
+        std = float(ok.std(ddof=1)) if len(ok) > 1 else math.nan
+        rows.append((v, (len(ok), int((states == "diverged").sum()),
+                         int((states == "failed").sum()), mean, std)))
+    if len(rows) <= MAX_ROWS:
+        return rows, 0
+    sign = 1.0 if study.mode == "max" else -1.0
+    base = next((r for r in rows if r[0].baseline), rows[0])
+    scored = sorted((r for r in rows if r is not base and not math.isnan(r[1][3])),
+                    key=lambda r: -sign * r[1][3])
+    best = scored[: MAX_ROWS // 2]
+    worst = scored[len(best):][-(MAX_ROWS - 1 - len(best)):]
+    return [base, *best, *worst], len(rows) - 1 - len(best) - len(worst)
 
 
 def _num(x: float) -> str:

@@ -15,12 +15,19 @@ from ablate.exits import EXIT_FAILED, EXIT_INVALID, EXIT_OK
 UI_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
           "MLFLOW_SERVER_JOB_ENABLE_PERIODIC_TASKS": "false"}
 UI_READY_TIMEOUT_S = 600.0  # a busy machine can take minutes to start it
+# The app it serves: MLflow's own, whose page opens on the model-training view
+# (ablate.track.ui.ui_app), given to `mlflow server --app-name` as MLflow's plugins are: an entry
+# point of the group "mlflow.app", here in a folder on the server's PYTHONPATH (_app_entry_point)
+APP_NAME = "ablate"
+APP = "ablate.track.ui:ui_app"
+LOG_TAIL_LINES = 30  # of the server's log, shown when it fails to start
 
 
 def ui_command(uri: str, host: str, port: int) -> list[str]:
-    """The ``mlflow server`` command line for a store (run with :data:`UI_ENV`)."""
+    """The ``mlflow server`` command line for a store (run with :data:`UI_ENV`, and the
+    entry point of :data:`APP` on its PYTHONPATH)."""
     return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host,
-            "--port", str(port), "--workers", "1"]
+            "--port", str(port), "--workers", "1", "--app-name", APP_NAME]
 
 
 def ui_base(uri: str, host: str, port: int) -> str:
@@ -38,15 +45,28 @@ def ui_base(uri: str, host: str, port: int) -> str:
 
 
 def serve_ui(command: list[str], uri: str, base: str) -> int:
-    """Start MLflow's server, say when it answers (its /health) and where each study's runs
-    are, then wait for it; Ctrl-C or SIGTERM stops it."""
+    """Start MLflow's server, its output going to a log file (whose path it prints), say when
+    it answers (its /health) and, last, where each study's runs are; then wait for it. Ctrl-C
+    or SIGTERM stops it."""
+    import shutil
     import signal
     import subprocess
+    import tempfile
     import time
 
-    print(f"starting MLflow's UI for {uri} on {base} ...", flush=True)
+    fd, log = tempfile.mkstemp(prefix="ablate-ui-", suffix=".log")
+    app_dir = _app_entry_point()
+    path = os.pathsep.join(filter(None, (app_dir, os.environ.get("PYTHONPATH"))))
+    print(f"starting MLflow's UI for {uri} on {base} (the server's log: {log}) ...", flush=True)
     start = time.monotonic()
-    proc = subprocess.Popen(command, env={**os.environ, **UI_ENV})
+    try:
+        with os.fdopen(fd, "wb") as out:
+            proc = subprocess.Popen(command, env={**os.environ, **UI_ENV, "PYTHONPATH": path},
+                                    stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT)
+    except BaseException:
+        shutil.rmtree(app_dir, ignore_errors=True)
+        raise
 
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -58,11 +78,11 @@ def serve_ui(command: list[str], uri: str, base: str) -> int:
             print("ablate ui: error: MLflow's server "
                   + (f"exited (code {code})" if code is not None else
                      f"did not answer within {UI_READY_TIMEOUT_S:.0f} s")
-                  + f" before serving {base} (its messages are above). Fix: pick a free "
-                  f"--port, or check the store {uri}.", file=sys.stderr)
+                  + f" before serving {base}. Fix: pick a free --port, or check the store "
+                  f"{uri}. The end of its log ({log}):\n" + _tail(log), file=sys.stderr)
             return EXIT_INVALID
         print(f"MLflow UI ready at {base} after {time.monotonic() - start:.0f} s (Ctrl-C to "
-              f"stop).", flush=True)
+              f"stop; the server's log: {log}).", flush=True)
         _print_study_urls(uri, base)
         return EXIT_OK if proc.wait() == 0 else EXIT_FAILED
     finally:
@@ -74,6 +94,26 @@ def serve_ui(command: list[str], uri: str, base: str) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        shutil.rmtree(app_dir, ignore_errors=True)
+
+
+def _app_entry_point() -> str:
+    """A new folder holding the entry point ``mlflow.app: ablate = APP`` (a package's metadata,
+    as an installed plugin has): on the server's PYTHONPATH, `--app-name ablate` finds it."""
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="ablate-ui-app-"))
+    meta = folder / "ablate_ui_app-0.dist-info"
+    meta.mkdir()
+    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: ablate-ui-app\nVersion: 0\n")
+    (meta / "entry_points.txt").write_text(f"[mlflow.app]\n{APP_NAME} = {APP}\n")
+    return str(folder)
+
+
+def _tail(log: str) -> str:
+    with open(log, errors="replace") as f:
+        return "".join(f.readlines()[-LOG_TAIL_LINES:])
 
 
 def _wait_for_health(proc: Any, base: str, deadline: float) -> bool:
@@ -93,16 +133,26 @@ def _wait_for_health(proc: Any, base: str, deadline: float) -> bool:
 
 
 def _print_study_urls(uri: str, base: str) -> None:
-    """One line per study in the store: the URL of its current plan's runs."""
-    from ablate.track import Tracker, quiet_mlflow, runs_url
+    """For each study in the store, the URLs of its current plan's runs and of its variants
+    ranked by the metric (where the store has that view: `ablate run` and `ablate report` add
+    it)."""
+    from ablate.track import Tracker, quiet_mlflow, ranked_url, runs_url
+    from ablate.track.ui import VIEW_TAG, ranked_key
 
     try:
         with quiet_mlflow():
-            plans = Tracker(uri).current_plans()
+            tracker = Tracker(uri)
+            plans = [(name, runs, has_view,
+                      tracker.client.get_experiment(runs.experiment_id).tags)
+                     for name, runs, has_view in tracker.current_plans()]
     except Exception as exc:  # the UI works without the links
         print(f"  (could not list the studies in {uri}: {type(exc).__name__}: {exc})")
         return
     if not plans:
         print(f"  no ablate study in {uri} yet: `ablate run STUDY.py` (same store) adds one.")
-    for name, runs, has_view in plans:
+    for name, runs, has_view, tags in plans:
         print(f"  study {name}: {runs_url(runs, base, view=has_view)}", flush=True)
+        if VIEW_TAG + ranked_key(runs.plan) in tags:
+            metric = tags.get("mlflow.experiment.primaryMetric.name", "the metric")
+            print(f"  study {name}, variants ranked by {metric}: {ranked_url(runs, base)}",
+                  flush=True)

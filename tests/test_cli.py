@@ -191,3 +191,43 @@ def test_missing_data_exits_2_before_anything_is_written(tmp_path, capsys, data,
     assert main(["run", str(path)]) == 2
     err = capsys.readouterr().err
     assert message in err, err
+
+
+def test_the_end_of_run_table_of_a_large_study_shows_the_baseline_and_the_extremes():
+    """32 variants: the table lists the baseline, then the best and worst by mean (MAX_ROWS in
+    all), and says how many it left out; a study of 4 variants lists all, in its order."""
+    import io
+
+    import pandas as pd
+    from rich.console import Console
+
+    from ablate.progress import MAX_ROWS, print_summary
+    from ablate.study import Study
+    from ablate.track import PlanRuns
+
+    def fn(config, run):
+        pass
+
+    def table_of(study):
+        return pd.DataFrame([{"variant": t.variant.id, "status": "finished", "seed": t.seed,
+                              "final": float(sum(t.variant.levels.values())) + t.seed / 10}
+                             for t in study.trials])
+
+    def printed(study):
+        out = io.StringIO()
+        runs = PlanRuns("1", "parent", "p", {})
+        print_summary(study, table_of(study), [], runs, "sqlite:///x.db",
+                      console=Console(file=out, width=200))
+        return out.getvalue()
+
+    big = Study("big", train=fn, factors={f"f{i}": [0, 1] for i in range(5)},
+                design="full_factorial", seeds=2, metric="m", mode="max")
+    text = printed(big)
+    rows = [line for line in text.splitlines() if line.startswith("│")]
+    assert len(rows) == MAX_ROWS
+    assert "baseline" in rows[0] and "f0=1,f1=1,f2=1,f3=1,f4=1" in rows[1]  # best: all ones
+    assert "11 more variants" in text
+    small = Study("small", train=fn, factors={"f0": [0, 1], "f1": [0, 1]},
+                  design="full_factorial", seeds=2, metric="m", mode="max")
+    rows = [line for line in printed(small).splitlines() if line.startswith("│")]
+    assert [r.split("│")[2].strip() for r in rows] == [v.label for v in small.variants]

@@ -2,8 +2,8 @@
 
 Layout (a contract, see README "How it works"):
 
-* experiment = study name, tagged ``mlflow.experimentKind=custom_model_development`` so MLflow's
-  UI opens on the runs table;
+* experiment = study name, tagged ``mlflow.experimentKind=custom_model_development`` (MLflow's
+  "machine learning" kind; MLflow 3's UI picks its view from the URL's ``workflowType``);
 * one parent run per plan (tag ``ablate.role=study``, ``ablate.plan`` = the plan's id, a hash
   of its variant ids and seeds; ``ablate.plan_status`` = ``current`` for the plan run last,
   ``superseded`` for the others); its params are the baseline's resolved config;
@@ -43,9 +43,9 @@ from ablate.track.store import (
 )
 from ablate.track.summary import run_names
 from ablate.track.tracker import Tracker, history, results
-from ablate.track.ui import runs_url, ui_hint, ui_host
+from ablate.track.ui import ranked_url, runs_url, ui_hint, ui_host
 
 # The names used outside this package; the rest are its modules' own.
 __all__ = ["SUMMARY", "PlanRuns", "Tracker", "TrackingError", "TrialRecord", "bound_http_waits",
-           "describe_failure", "history", "quiet_mlflow", "resolve_uri", "results", "run_names",
-           "runs_url", "sqlite_path", "ui_hint", "ui_host"]
+           "describe_failure", "history", "quiet_mlflow", "ranked_url", "resolve_uri", "results",
+           "run_names", "runs_url", "sqlite_path", "ui_hint", "ui_host"]

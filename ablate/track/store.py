@@ -154,9 +154,17 @@ def describe_failure(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+# What MLflow would print during a study, off: its per-run "View run / View experiment" links
+# (written to stdout when a run on a tracking server ends, in every process that ends one: Ray
+# workers too; they open MLflow's GenAI view, ablate prints its own links) and its progress bars.
+QUIET_ENV = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+
+
 @contextmanager
 def quiet_mlflow() -> Iterator[None]:
-    """Silence MLflow's INFO chatter (database migrations, run links) during a study."""
+    """Silence MLflow's INFO chatter (database migrations), its run links and progress bars
+    during a study (:data:`QUIET_ENV`)."""
     import logging
 
     names = {"mlflow": logging.WARNING, "alembic": logging.WARNING,
@@ -166,14 +174,15 @@ def quiet_mlflow() -> Iterator[None]:
     levels = [lg.level for lg in loggers]
     for lg, level in zip(loggers, names.values()):
         lg.setLevel(level)
-    bar = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    saved = {key: os.environ.get(key) for key in QUIET_ENV}
+    os.environ.update(QUIET_ENV)
     try:
         yield
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
-        if bar is None:
-            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
-        else:
-            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = bar
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
