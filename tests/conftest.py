@@ -18,7 +18,7 @@ import pytest
 # wait on subprocesses, servers and Ray start-up, so two at a time roughly halve the wall time on
 # 2 cores. Each test file stays on one worker (its module fixtures are built once), and the files
 # that start Ray share one worker: two Ray instances at once would double the heaviest start-up.
-RAY_FILES = {"test_ray.py", "test_adaptive.py", "test_cluster.py"}
+RAY_FILES = {"test_ray.py", "test_adaptive.py", "test_cluster.py", "test_readme_recipe.py"}
 
 # `ablate run` trains one trial after another in its own process unless a test asks for worker
 # processes (tests/test_workers.py): most tests are about what one trial does (interrupts, kills,

@@ -111,8 +111,8 @@ def _connect(ray: Any, options: RayOptions, runtime_env: dict[str, Any] | None =
                "this machine.")
         if "Authentication" in f"{type(exc.__cause__).__name__} {exc.__cause__}":
             fix = ("the cluster uses token authentication: export RAY_AUTH_MODE=token and "
-                   "RAY_AUTH_TOKEN=<its token: `ray get-auth-token` on the head> before "
-                   "`ablate run`.")
+                   "RAY_AUTH_TOKEN_PATH=<the cluster's token file> (or RAY_AUTH_TOKEN=<its "
+                   "token>) before `ablate run` (README: Scaling out with Ray, step 2).")
         raise EnvironmentProblem(
             f"can't start or reach {where}: {type(exc).__name__}: "
             f"{str(exc).splitlines()[0][:300].rstrip('.') if str(exc) else ''}. Fix: {fix}"
