@@ -166,7 +166,8 @@ def _check_forward(study: Study, data: Any, variants: list[Any]) -> None:
         tried.add(key)
         try:
             where = _where_to_try(study.model, kwargs, x)
-            with torch.device(where), torch.no_grad():
+            # (a model built on the CPU draws its weights: the caller's RNG is left as it was)
+            with torch.random.fork_rng(devices=[]), torch.device(where), torch.no_grad():
                 study.model(**kwargs)(x.to(where))
         except Exception as exc:
             name = getattr(study.model, "__name__", repr(study.model))
