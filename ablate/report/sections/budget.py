@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ablate.report import plots
 from ablate.report.fmt import escape, plus_minus
+from ablate.report.plots import budget_plot
 from ablate.report.sections.common import band, procedure_name
 from ablate.stats.budget import (
     effect_change,
@@ -53,7 +53,7 @@ def budget_section(results: pd.DataFrame, history: pd.DataFrame, family: pd.Data
     change = change[change["kind"].isin(COMPONENT_KINDS)] if len(change) else change
     keys = list(zip(final["kind"], final["term"]))
     drawn = _largest(final, MAX_PANELS)
-    figure = plots.budget_plot(course[course["term"].isin(drawn)], spec, out_dir / FIGURE,
+    figure = budget_plot(course[course["term"].isin(drawn)], spec, out_dir / FIGURE,
                                first_epoch=steps[0] + offset)
     lines = [TITLE, "", _intro(spec, steps, offset, start + offset, end + offset), ""]
     for kind, term in keys:
