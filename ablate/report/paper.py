@@ -13,11 +13,10 @@ from pathlib import Path
 import pandas as pd
 
 from ablate.report.fmt import DASH, format_p, plus_minus
-from ablate.report.sections.common import extra_seeds, is_fragile, procedure_name, seeds_cell
+from ablate.report.sections.common import is_fragile, procedure_name, seeds_cell, verdict_form
 from ablate.report.sections.conclusion import first_table_rows
 from ablate.stats.effects import FACTORIAL, LEVELS_FAMILY
 from ablate.stats.spec import ReportSpec
-from ablate.stats.verdict import Verdict
 
 CSV, TEX = "effects.csv", "effects.tex"
 COLUMNS = {  # effects() column -> effects.csv column
@@ -176,13 +175,13 @@ def _p(p: float) -> str:
 
 def _verdict(row: pd.Series) -> str:
     """As the markdown table prints it (:func:`ablate.report.sections.common.verdict_cell`)."""
+    kind, more, depends = verdict_form(row)
     text = latex_escape(row["verdict"])
-    depends = f"; depends on {latex_escape(row['depends'])}" if row.get("crossover") else ""
-    if is_fragile(row):
-        more = extra_seeds(row)
+    depends = f"; depends on {latex_escape(depends)}" if depends else ""
+    if kind == "fragile":
         seeds = f" (+{more} seed{'s' * (more != 1)})" if more else ""
         return f"\\emph{{{text}}}$^{{\\dagger}}${seeds}{depends}"
-    return (f"\\textbf{{{text}}}" if Verdict(row["outcome"]).finding else text) + depends
+    return (f"\\textbf{{{text}}}" if kind == "finding" else text) + depends
 
 
 def _ascii(text: str) -> str:

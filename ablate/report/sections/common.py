@@ -41,13 +41,23 @@ def verdict_cell(row: pd.Series) -> str:
     italics with the seeds a firm verdict needs when it is fragile (a finding near the
     threshold, :func:`ablate.stats.inference.fragility`), and with what a main effect depends
     on where its simple effects disagree (``crossover``)."""
+    kind, more, depends = verdict_form(row)
     text = escape(row["verdict"])
-    depends = f"; depends on {escape(row['depends'])}" if row.get("crossover") else ""
-    if is_fragile(row):
-        more = extra_seeds(row)
+    depends = f"; depends on {escape(depends)}" if depends else ""
+    if kind == "fragile":
         seeds = f": +{plural(more, 'seed')}" if more else ""
         return f"*{text}* (fragile{seeds}){depends}"
-    return (f"**{text}**" if Verdict(row["outcome"]).finding else text) + depends
+    return (f"**{text}**" if kind == "finding" else text) + depends
+
+
+def verdict_form(row: pd.Series) -> tuple[str, int | None, str]:
+    """How a verdict is marked, whatever the markup (:func:`verdict_cell`, the LaTeX table):
+    ``fragile``, ``finding`` or ``plain``; the seeds a firm verdict needs (fragile ones); what a
+    main effect depends on where its simple effects disagree ("" elsewhere)."""
+    depends = str(row["depends"]) if row.get("crossover") else ""
+    if is_fragile(row):
+        return "fragile", extra_seeds(row), depends
+    return ("finding" if Verdict(row["outcome"]).finding else "plain"), None, depends
 
 
 def is_fragile(row: pd.Series) -> bool:
