@@ -194,3 +194,74 @@ def test_a_store_left_with_a_hot_journal_by_a_killed_writer_is_recovered(study, 
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "half_done" not in tables and con.execute("SELECT count(*) FROM metrics").fetchone()[0]
     con.close()
+
+
+# ------------------------------------------------------------ new stores copy a cached empty one
+def test_a_new_store_is_a_copy_of_the_cached_empty_store(tmp_path, monkeypatch):
+    """The first new store on a machine migrates the cached empty store once; every later one
+    is a copy (MLflow's migrations never run again) that MLflow opens and writes normally, with
+    its own Default experiment."""
+    from mlflow.store.db import utils
+
+    from ablate.track.store import empty_store, prepare_sqlite_store
+
+    monkeypatch.setenv("ABLATE_CACHE_DIR", str(tmp_path / "cache"))
+    prepare_sqlite_store(tmp_path / "a.db", "a")
+    (cached,) = (tmp_path / "cache" / "mlflow-stores").glob("empty-mlflow-*.db")
+    assert empty_store() == cached
+
+    def no_migrations(engine):
+        raise AssertionError("migrations ran for a store the cache could copy")
+
+    monkeypatch.setattr(utils, "_initialize_tables", no_migrations)
+    monkeypatch.chdir(tmp_path)
+    prepare_sqlite_store(tmp_path / "b.db", "b")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'b.db'}")
+    assert client.get_experiment("0").artifact_location == str(tmp_path / "mlruns" / "0")
+    run = client.create_run(client.create_experiment("e"))
+    client.log_metric(run.info.run_id, "m", 1.0)
+    assert client.get_run(run.info.run_id).data.metrics == {"m": 1.0}
+    assert _experiments(cached) == 0  # the cached store stays empty: only copies are written
+
+
+def _experiments(db: Path) -> int:
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("SELECT count(*) FROM experiments").fetchone()[0]
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "empty file", "holds an experiment"])
+def test_a_damaged_cached_store_is_made_again(tmp_path, monkeypatch, damage):
+    from ablate.track.store import empty_store, prepare_sqlite_store
+
+    monkeypatch.setenv("ABLATE_CACHE_DIR", str(tmp_path / "cache"))
+    cached = empty_store()
+    assert cached is not None
+    if damage == "garbage":
+        cached.write_bytes(b"not a database" * 100)
+    elif damage == "empty file":
+        cached.write_bytes(b"")
+    else:
+        con = sqlite3.connect(cached)
+        con.execute("INSERT INTO experiments (experiment_id, name, lifecycle_stage) "
+                    "VALUES (7, 'x', 'active')")
+        con.commit()
+        con.close()
+    prepare_sqlite_store(tmp_path / "s.db", "s")
+    assert _experiments(cached) == 0  # made again
+    client = MlflowClient(f"sqlite:///{tmp_path / 's.db'}")
+    assert [e.name for e in client.search_experiments()] == ["Default"]
+
+
+def test_an_unwritable_cache_folder_still_gives_a_store(tmp_path, monkeypatch):
+    from ablate.track.store import empty_store, prepare_sqlite_store
+
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder would be")
+    monkeypatch.setenv("ABLATE_CACHE_DIR", str(blocker))
+    assert empty_store() is None
+    prepare_sqlite_store(tmp_path / "s.db", "s")  # migrated in place
+    assert [e.name for e in MlflowClient(f"sqlite:///{tmp_path / 's.db'}")
+            .search_experiments()] == ["Default"]

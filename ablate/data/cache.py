@@ -16,19 +16,15 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.request import urlopen
 
+from ablate.dirs import cache_dir
+
+__all__ = ["ChecksumError", "cache_dir", "download", "sha256_file", "write_atomically"]
+
 DOWNLOAD_TIMEOUT_S = 60
 
 
 class ChecksumError(ValueError):
     """A download's SHA-256 differs from the one stored for it; nothing was cached."""
-
-
-def cache_dir() -> Path:
-    """``$ABLATE_CACHE_DIR``, else ``$XDG_CACHE_HOME/ablate``, else ``~/.cache/ablate``."""
-    if os.environ.get("ABLATE_CACHE_DIR"):
-        return Path(os.environ["ABLATE_CACHE_DIR"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "ablate"
 
 
 def sha256_file(path: Path) -> str:

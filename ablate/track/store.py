@@ -122,7 +122,80 @@ def _complete_store(path: Path, uri: str) -> bool:
 
 
 def _create_tables(path: Path) -> None:
-    """MLflow's schema, migrated to the installed version, in the new file ``path``."""
+    """MLflow's schema, migrated to the installed version, in the new file ``path``: a copy of
+    the cached empty store of this MLflow (:func:`empty_store`), else migrated in place."""
+    import shutil
+
+    template = empty_store()
+    if template is None:
+        _migrate(path)
+    else:
+        shutil.copyfile(template, path)
+
+
+def empty_store() -> Path | None:
+    """An empty store migrated to the installed MLflow's schema, made once per machine and
+    MLflow version in the cache folder (``ablate.dirs.cache_dir()/mlflow-stores``).
+
+    MLflow creates a store by running each of its ~60 schema migrations (several seconds); a
+    new store is a copy of this one instead. It holds only the schema: MLflow adds its
+    ``Default`` experiment, with the new store's own artifact folder, when it first opens the
+    copy. The file is named by MLflow's version and its list of migrations, so a store is never
+    copied from another schema; it is written to a temporary file and renamed into place, so a
+    crash never leaves a half-made one. None when the cache folder can't be written (each new
+    store is then migrated in place).
+    """
+    import mlflow
+    from mlflow.store.db import utils
+
+    from ablate.dirs import cache_dir
+
+    migrations = Path(utils.__file__).parent.parent / "db_migrations" / "versions"
+    names = sorted(p.name for p in migrations.glob("*.py")) if migrations.is_dir() else []
+    digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:12]
+    folder = cache_dir() / "mlflow-stores"
+    path = folder / f"empty-mlflow-{mlflow.__version__}-{digest}.db"
+    if _is_empty_store(path):
+        return path
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.creating-")
+        os.close(fd)
+        try:
+            _migrate(Path(tmp))
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    except OSError:
+        return None
+    return path if _is_empty_store(path) else None
+
+
+def _is_empty_store(path: Path) -> bool:
+    """True for a complete store (migrated: ``alembic_version`` set) that holds nothing."""
+    import sqlite3
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master "
+                                                "WHERE type = 'table'")}
+            if "alembic_version" not in tables or "experiments" not in tables or any(
+                    t.startswith("_alembic_tmp_") for t in tables):
+                return False
+            version = con.execute("SELECT count(*) FROM alembic_version").fetchone()[0]
+            experiments = con.execute("SELECT count(*) FROM experiments").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
+    return version == 1 and experiments == 0
+
+
+def _migrate(path: Path) -> None:
+    """MLflow's own creation of a new store's tables: every migration, in the file ``path``."""
     import sqlalchemy
     from mlflow.store.db.utils import _initialize_tables  # what MLflow runs for a new store
 
