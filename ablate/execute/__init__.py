@@ -20,16 +20,38 @@ Below them: :mod:`~ablate.execute.outcome` (what a trial yields, shared by all),
 
 from __future__ import annotations
 
-from ablate.execute.cluster import check_address, check_cluster_storage
-from ablate.execute.driver import next_round
-from ablate.execute.files import EnvironmentProblem, check_checkpoint_root, checkpoint_root
-from ablate.execute.outcome import Outcome
-from ablate.execute.pool import resolve_workers
-from ablate.execute.ray import RayOptions, require_ray
-from ablate.execute.runner import run_study
-from ablate.execute.ship import ShippedStudy, check_shipping, shipped_files
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ablate.execute.cluster import check_address, check_cluster_storage
+    from ablate.execute.driver import next_round
+    from ablate.execute.files import EnvironmentProblem, check_checkpoint_root, checkpoint_root
+    from ablate.execute.outcome import Outcome
+    from ablate.execute.pool import resolve_workers
+    from ablate.execute.ray import RayOptions, require_ray
+    from ablate.execute.runner import run_study
+    from ablate.execute.ship import ShippedStudy, check_shipping, shipped_files
+
+# Loaded on first use, so that importing a light module of this package (``template``: what
+# ``ablate run`` starts first) does not first import MLflow through the driver.
+_LAZY = {
+    "check_address": "cluster", "check_cluster_storage": "cluster", "next_round": "driver",
+    "EnvironmentProblem": "files", "check_checkpoint_root": "files",
+    "checkpoint_root": "files", "Outcome": "outcome", "resolve_workers": "pool",
+    "RayOptions": "ray", "require_ray": "ray", "run_study": "runner",
+    "ShippedStudy": "ship", "check_shipping": "ship", "shipped_files": "ship",
+}
 
 __all__ = ["EnvironmentProblem", "Outcome", "RayOptions", "ShippedStudy",
            "check_address", "check_checkpoint_root", "check_cluster_storage", "check_shipping",
            "checkpoint_root", "next_round", "require_ray", "resolve_workers", "run_study",
            "shipped_files"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(f"ablate.execute.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ablate.execute' has no attribute {name!r}")
