@@ -431,5 +431,29 @@ def _check(study: Study) -> dict[str, str]:
     return check_data(study)
 
 
+def entry() -> None:
+    """The ``ablate`` command (and ``python -m ablate.cli``): :func:`main`, then a prompt exit.
+
+    By the time :func:`main` returns, everything ablate writes is committed and closed: runs
+    and tags in the store, checkpoints, the report's files. The exit handlers then run as in
+    any exit (the user's own, logging's flush, multiprocessing's and Ray's clean-up: 10 ms);
+    what is skipped is the interpreter's teardown of torch's and MLflow's modules, 1.5 to 3
+    seconds of freeing memory that the process gives back anyway. :func:`main` itself, which
+    tests and scripts call, returns normally.
+    """
+    import atexit
+
+    code = main()
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)  # CPython's own exit path
+    if run_exit_handlers is None:
+        sys.exit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    run_exit_handlers()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

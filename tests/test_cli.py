@@ -166,6 +166,39 @@ def test_console_script_plans_the_quick_study():
     assert "8 variants x 10 seeds [0, 1, 2, 3, 4, 5, 6, 7, 8, 9] = 80 trials" in out.stdout
 
 
+@pytest.mark.parametrize("how", ["console script", "python -m"])
+def test_the_command_exits_promptly_with_its_code_and_all_its_output(tmp_path, how):
+    """`ablate` skips the interpreter's teardown (os._exit): its output through a pipe is
+    still complete and its exit code kept, for a success (0) and a refused study (2)."""
+    exe = Path(sys.executable).with_name("ablate")
+    if how == "console script" and not exe.exists():
+        pytest.skip("the console script is not installed in this environment")
+    cmd = [str(exe)] if how == "console script" else [sys.executable, "-m", "ablate.cli"]
+    good = subprocess.run([*cmd, "plan", str(ROOT / "studies" / "quick.py")],
+                          capture_output=True, text=True)
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.rstrip().endswith(
+        "= 80 trials; metric val_acc (max)"), good.stdout[-300:]
+    bad = write(tmp_path, GOOD.replace("seeds=2", "seeds=2, metrc='x'"))
+    refused = subprocess.run([*cmd, "run", str(bad)], capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert "unexpected keyword argument 'metrc'" in refused.stderr, refused.stderr
+
+
+def test_the_prompt_exit_still_runs_exit_handlers(tmp_path):
+    """Only the interpreter's teardown is skipped: a study file's own exit handler (and with
+    it logging's flush, multiprocessing's and Ray's clean-up) still runs, and the code is kept."""
+    marker = tmp_path / "handler ran"
+    study = write(tmp_path, GOOD.replace(
+        "from ablate import Study",
+        f"import atexit, pathlib\natexit.register(pathlib.Path({str(marker)!r}).write_text, "
+        f"'yes')\nfrom ablate import Study"))
+    done = subprocess.run([sys.executable, "-m", "ablate.cli", "plan", str(study)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert marker.read_text() == "yes"
+
+
 @pytest.mark.parametrize(
     "data,config,message",
     [
