@@ -1,6 +1,7 @@
 """The code fingerprint: a hash of the code that produces a trial's results. Standard library only.
 
-What it covers: the study's ``model``, ``data`` and ``train`` functions (or classes) and, walked
+What it covers: the study's ``model``, ``data`` and ``train`` functions (or classes), the data
+functions its tasks use instead of ``data`` (``tasks=``; none without), and, walked
 transitively through the names their code uses (``co_names`` of every nested code object, looked
 up in the function's globals, its closure and its defaults), every function and class they reach
 that is *code of the study*: defined in the study file, in a module of the user's own (any module
@@ -50,6 +51,7 @@ class Study(Protocol):
     model: Any
     data: Any
     train: Any
+    task_data: Any  # task name -> the data function a task uses instead of ``data``
 
 MAX_OBJECTS = 2000  # functions and classes walked at most (a bound, never reached in practice)
 STUDY_MODULE = "ablate_study_"  # the prefix of the module name a study file is imported as
@@ -64,6 +66,8 @@ def code_fingerprint(study: Study) -> str:
     walk = _Walk()
     roots = [f"{role}={walk.root(getattr(study, role, None))}"
              for role in ("model", "data", "train")]
+    roots += [f"task {name}: data={walk.root(fn)}"  # none without tasks: as before
+              for name, fn in sorted(getattr(study, "task_data", {}).items())]
     walk.run()
     digest = hashlib.sha256()
     for line in roots:
@@ -80,6 +84,8 @@ def code_parts(study: Study) -> dict[str, str]:
     walk = _Walk()
     for role in ("model", "data", "train"):
         walk.root(getattr(study, role, None))
+    for fn in getattr(study, "task_data", {}).values():
+        walk.root(fn)
     walk.run()
     return dict(walk.parts)
 

@@ -20,12 +20,15 @@ def print_plan(study: Study) -> None:
                   title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("variant")
+    if study.tasks:
+        table.add_column("task")
     table.add_column("label", overflow="fold")
     for key in study.factors:
         table.add_column(escape(names[key]))
     for i, v in enumerate(study.variants):
         cells = [_cell(v.levels[k], v.levels[k] != study.baseline[k]) for k in study.factors]
-        table.add_row(str(i), v.id, escape(v.label), *cells)
+        task = [escape(v.task)] if study.tasks else []
+        table.add_row(str(i), v.id, *task, escape(v.label), *cells)
     console = Console() if Console().is_terminal else Console(width=200)
     console.print(table)
     n_var, n_seeds = len(study.variants), len(study.seeds)
@@ -33,7 +36,9 @@ def print_plan(study: Study) -> None:
         console.print(_adaptive_plan(study), highlight=False)
     else:
         console.print(
-            f"{n_var} variant{'s' * (n_var != 1)} x {n_seeds} seed{'s' * (n_seeds != 1)} "
+            (f"{len(study.tasks)} tasks ({', '.join(study.task_names)}): " if study.tasks
+             else "")
+            + f"{n_var} variant{'s' * (n_var != 1)} x {n_seeds} seed{'s' * (n_seeds != 1)} "
             f"{list(study.seeds)} = {n_var * n_seeds} trials; metric {study.metric} "
             f"({study.mode})"
         )

@@ -108,13 +108,15 @@ def _check_required(
 
 
 def check_types(
-    config: Mapping[str, Any], factors: Mapping[str, Sequence[Any]], model: Any, data: Any
+    config: Mapping[str, Any], factors: Mapping[str, Sequence[Any]], model: Any, data: Any,
+    where: str = "config",
 ) -> None:
     """Each config value and factor level fits what receives it: ``train.*`` settings
     (:class:`ablate.config.TrainConfig`), and the annotation, else the default's type, of
-    the model or data factory's parameter (built-in loop only)."""
+    the model or data factory's parameter (built-in loop only). ``where``: what the config
+    values are named in a message (``config``, ``task 'cifar'``)."""
     params = {"model": parameter_types(model), "data": parameter_types(data)}
-    values = [(k, v, "config") for k, v in config.items()]
+    values = [(k, v, where) for k, v in config.items()]
     values += [(k, level, "factor") for k, levels in factors.items() for level in levels]
     for key, value, where in values:
         ns, name = key.split(".", 1)

@@ -143,7 +143,8 @@ def _reasons(study: Study, found: list[Changed]) -> list[str]:
     for c in found:
         if c.data:
             kwargs = factory_kwargs(c.trial.variant.config, "data")
-            by_config.setdefault(_call(study.data, kwargs), []).append(c)
+            by_config.setdefault(_call(study.data_for(c.trial.variant.config), kwargs),
+                                 []).append(c)
     for call, trials in by_config.items():
         before = sorted({c.record.data for c in trials})
         now = trials[0].now.split("/", 1)[1]

@@ -13,7 +13,9 @@ Vocabulary:
 * a **factor** is a dotted config key the ablation varies (``"model.batch_norm": [True, False]``);
 * a **variant** is one combination of factor levels; its id is a short hash of its full resolved
   config (seed excluded), so any change of any setting gives a new id;
-* a **trial** is (variant, seed); every variant runs on the same seeds.
+* a **trial** is (variant, seed); every variant runs on the same seeds;
+* a **task** (``tasks=``, :mod:`ablate.tasks`) is a dataset or data config the whole design
+  runs on: a study with tasks has each variant once per task, each with its own id.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ablate.config import factory_kwargs, plan_id, variant_id
 from ablate.design import Design, as_constraints, expand, label
 from ablate.fingerprint import code_fingerprint
 from ablate.resolve import check_factor_keys, check_keys, check_types, resolve_config
+from ablate.tasks import TASK_KEY, Task, check_reserved, check_set, tasks_of
 from ablate.tuning import Tuning, check_tuning, tuning_of
 from ablate.validate import (
     TIMEOUT,
@@ -57,7 +60,8 @@ class Variant:
     label: str
     levels: Mapping[str, Any]  # factor key -> level
     config: Mapping[str, Any]  # every resolved key -> value
-    baseline: bool
+    baseline: bool  # the baseline (of its task, in a multi-task study)
+    task: str = ""  # its task's name in a study with tasks=, else ""
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,13 @@ class Study:
             variant id; read back as :attr:`tuning` (``Tuning()``, an empty space, when not
             tuned). The flat ``tune=``, ``tune_trials=``, ... keywords of earlier versions
             raise a :class:`StudyError` naming the ``Tuning(...)`` that replaces them.
+        tasks: task name -> its settings, e.g. ``{"digits": {"data.noise": 0.1}, "cifar":
+            {"data": image_folder, "data.path": "data/cifar10"}}`` (:mod:`ablate.tasks`):
+            every variant runs on every seed of each task, and the report gives each
+            component's effect per task and across tasks. A task's settings override
+            ``config``; ``"data"`` replaces the study's data function (``data=`` may then be
+            left out). Its name joins each of its variants' config as ``"task"``; a study
+            without tasks keeps its ids.
     """
 
     def __init__(
@@ -137,6 +148,7 @@ class Study:
         mode: Literal["max", "min"] | None = None,
         min_effect: float | None = None,
         tuning: Tuning | None = None,
+        tasks: Mapping[str, Mapping[str, Any]] | None = None,
         **unknown: Any,
     ) -> None:
         self.name = name
@@ -166,28 +178,56 @@ class Study:
         self.source: str | None = None  # the study file, set by load_study
         builtin = self.uses_builtin_loop
         check_name(name)
-        check_parts(name, model, data, train)
-        self.config = resolve_config(settings, model, data, builtin)
-        check_param_names([*self.config, *self.factors])
-        check_levels(self.factors, builtin)
-        check_factor_keys(name, self.factors, self.config, settings, model, data, builtin)
-        if builtin:
-            check_types(settings, self.factors, model, data)
+        self._raw_tasks = tasks
+        self.tasks: list[Task] = tasks_of(tasks, study=name, data=data, train=train,
+                                          factors=self.factors, adaptive=self.adaptive)
+        check_parts(name, model, data if data is not None or not self.tasks
+                    else self.tasks[0].data, train)
+        check_reserved([*settings, *self.factors], self.tasks)
+        self.task_data = {t.name: t.data for t in self.tasks if t.data is not None}
+        configs = [(None, self._resolve(settings, None))] if not self.tasks else [
+            (t, self._resolve(settings, t)) for t in self.tasks]
+        self.config = configs[0][1]  # the base config (of the first task, with tasks=)
+        self.task_configs = {t.name: c for t, c in configs if t is not None}
         self.baseline = resolve_baseline(self.factors, self.user_baseline)
         check_tuning(self.tuning, builtin, self.factors)
         if builtin and self.tuning.space:
-            check_keys([*self.tuning.space, *self.tuning.settings], "Tuning", model, data)
-        expansion = expand(
-            name=name,
-            design=(self.explicit or []) if self.design == "explicit" else self.design,
-            factors=self.factors,
-            baseline=self.baseline,
-            config=self.config,
-            constraints=self.constraints,
-        )
-        self.resolution: int | None = expansion.resolution  # of a fractional design
-        self.aliases: dict[str, list[str]] = expansion.aliases  # effect -> aliased effects
-        self.variants = [self._variant(levels) for levels in expansion.levels]
+            for task, _ in configs:
+                check_keys([*self.tuning.space, *self.tuning.settings], "Tuning", model,
+                           self.data_of(task.name if task else ""))
+        self.variants = []
+        for task, config in configs:
+            expansion = expand(
+                name=name,
+                design=(self.explicit or []) if self.design == "explicit" else self.design,
+                factors=self.factors,
+                baseline=self.baseline,
+                config=config,
+                constraints=self.constraints,
+            )
+            self.resolution: int | None = expansion.resolution  # of a fractional design
+            self.aliases: dict[str, list[str]] = expansion.aliases  # effect -> aliased effects
+            self.variants += [self._variant(levels, config, task.name if task else "")
+                              for levels in expansion.levels]
+
+    def _resolve(self, settings: Mapping[str, Any], task: Task | None) -> dict[str, Any]:
+        """The base config a task's variants run with (the study's without tasks), checked
+        against the functions that receive it; a task's name joins it as ``"task"``."""
+        builtin = self.uses_builtin_loop
+        data = self.data_of(task.name) if task is not None else self.data
+        if task is not None and builtin:
+            check_keys(task.settings, f"task {task.name!r}", self.model, data)
+            check_types(task.settings, {}, self.model, data, f"task {task.name!r}")
+        merged = {**settings, **(task.settings if task is not None else {})}
+        config = resolve_config(merged, self.model, data, builtin)
+        if task is not None:
+            config[TASK_KEY] = task.name
+        check_param_names([*config, *self.factors])
+        check_levels(self.factors, builtin)
+        check_factor_keys(self.name, self.factors, config, merged, self.model, data, builtin)
+        if builtin:
+            check_types(merged, self.factors, self.model, data)
+        return config
 
     # ----------------------------------------------------------------------------- public API
     @property
@@ -213,7 +253,23 @@ class Study:
 
     @property
     def baseline_variant(self) -> Variant:
+        """The baseline (of the first task, in a study with tasks=)."""
         return self.variants[0]
+
+    @property
+    def task_names(self) -> list[str]:
+        """The tasks' names in the study's order (``[]`` without ``tasks=``)."""
+        return [t.name for t in self.tasks]
+
+    def data_of(self, task: str) -> Callable[..., Any] | None:
+        """The data function of the variants of ``task`` ("" or a task that sets no
+        ``data``: the study's own ``data=``)."""
+        return self.task_data.get(task, self.data)
+
+    def data_for(self, config: Mapping[str, Any]) -> Callable[..., Any] | None:
+        """The data function a resolved config trains on (its task's, else the study's)."""
+        task = config.get(TASK_KEY) if self.tasks else None
+        return self.data_of(task if isinstance(task, str) else "")
 
     @property
     def adaptive_bounds(self) -> tuple[int, int] | None:
@@ -254,6 +310,7 @@ class Study:
                 f"tuning=). Fix: drop --tune-trials, or add tuning=Tuning(space={{'train.lr': "
                 f"('log', 1e-3, 0.3)}}) to the study."
             )
+        check_set(overrides, self.tasks, self.name)
         for key in overrides:
             if key in self.factors:
                 raise StudyError(
@@ -276,6 +333,7 @@ class Study:
             min_effect=self.min_effect if min_effect is None else min_effect,
             tuning=self.tuning if tune_trials is None else replace(self.tuning,
                                                                    trials=tune_trials),
+            tasks=self._raw_tasks,
         )
         study.source = self.source
         return study
@@ -296,7 +354,8 @@ class Study:
     def __repr__(self) -> str:
         return (
             f"Study({self.name!r}, design={self.design!r}, variants={len(self.variants)}, "
-            f"seeds={self._seeds_text()}, metric={self.metric!r}, mode={self.mode!r})"
+            + (f"tasks={self.task_names!r}, " if self.tasks else "")
+            + f"seeds={self._seeds_text()}, metric={self.metric!r}, mode={self.mode!r})"
         )
 
     def _seeds_text(self) -> str:
@@ -304,12 +363,14 @@ class Study:
                 else str(list(self.seeds))
         )
 
-    def _variant(self, levels: Mapping[str, Any]) -> Variant:
-        config = {**self.config, **levels}
+    def _variant(self, levels: Mapping[str, Any], base: Mapping[str, Any],
+                 task: str = "") -> Variant:
+        config = {**base, **levels}
         return Variant(
             id=variant_id({**config, **self.tuning.identity()}),
             label=label(levels, self.baseline, self.factors),
             levels=dict(levels),
             config=config,
             baseline=same(levels, self.baseline),
+            task=task,
         )

@@ -163,7 +163,8 @@ def train(study: Study, run: Any) -> str:
         else:
             from ablate.train.loop import fit
 
-            fit(run, study.model, study.data)  # type: ignore[arg-type]  # set without train=
+            # the task's data function, else the study's (both set without train=)
+            fit(run, study.model, study.data_for(run.config))  # type: ignore[arg-type]
         run.require_metric()
     except Diverged:
         return "diverged"

@@ -76,9 +76,30 @@ def record_verdicts(tracker: Any, study: Any, runs: Any, results: Any, spec: Any
     from ablate.stats.compare import compare
     from ablate.stats.verdict import Verdict
 
-    verdicts = {row.variant: str(row.verdict) for row in compare(results, spec).itertuples()}
-    verdicts[study.baseline_variant.id] = Verdict.BASELINE.value
+    if spec.tasks:
+        verdicts = _task_verdicts(results, spec)
+    else:
+        verdicts = {row.variant: str(row.verdict) for row in compare(results, spec).itertuples()}
+    for v in study.variants:
+        if v.baseline:  # the baseline of each task, in a study with tasks
+            verdicts[v.id] = Verdict.BASELINE.value
     tracker.record_verdicts(study, runs, verdicts)
+
+
+def _task_verdicts(results: Any, spec: ReportSpec) -> dict[str, str]:
+    """A study with tasks: each variant's verdict against its task's baseline as the report's
+    table of that task gives it (one family across tasks), else (factorial designs, whose
+    tables have effects, not variants) its task's comparisons with the baseline."""
+    from ablate.stats.compare import compare
+    from ablate.stats.tasks import of_task, task_family, task_spec
+
+    family = task_family(results, spec)
+    rows = family[family["kind"] == "variant"] if len(family) else family
+    verdicts = dict(zip(rows["variant"], rows["verdict"].astype(str))) if len(rows) else {}
+    for task in spec.tasks:
+        for row in compare(of_task(results, task), task_spec(spec, task)).itertuples():
+            verdicts.setdefault(str(row.variant), str(row.verdict))
+    return verdicts
 
 
 def _cams(study: Any, tracker: Any, results: Any, history: Any,

@@ -52,26 +52,13 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     results, spec = scheduled(results, spec)
     results.to_csv(out_dir / "results.csv", index=False)
+    if spec.tasks:
+        return _write_tasks_report(results, history, spec, out_dir, tuning)
     summary = summarize(results, spec)
     family = effects(results, spec, alpha=ALPHA)
     comparison = compare(results, spec, alpha=ALPHA)
     scores = importance(results, spec)
-    better = "higher" if spec.mode == "max" else "lower"
-    lines = [
-        f"# Ablation study: {escape(spec.name)}",
-        "",
-        f"Metric: **{escape(spec.metric)}** ({better} is better) · design: "
-        f"{escape(spec.design)} · {spec.n_variants} variants × "
-        + (f"{plural(len(spec.seeds), 'seed')}." if spec.adaptive is None else
-           f"{spec.adaptive[0]} to {spec.adaptive[1]} seeds (adaptive).")
-        + (f" Smallest effect of interest: ±{band(spec)}." if spec.min_effect is not None
-           else ""),
-        "",
-    ]
-    lines += [line for note in spec.notes for line in (f"> {escape(note)}", "")]
-    status = _status_line(summary, spec)
-    if status:
-        lines += [status, ""]
+    lines = _head(summary, spec)
     table_rows = display_order(family)
     forest = plots.forest_plot(first_table_rows(table_rows), spec, out_dir / "forest.png")
     tables = paper.write_tables(table_rows, spec, out_dir)
@@ -86,6 +73,70 @@ def write_report(
     lines += _importance_section(scores)
     lines += methods_section(summary, family, spec, results)
     lines += provenance(spec, samples)
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    return path
+
+
+def _head(summary: pd.DataFrame, spec: ReportSpec) -> list[str]:
+    """The title, the design in one line, the notes and what is missing."""
+    better = "higher" if spec.mode == "max" else "lower"
+    variants = (f"{spec.n_variants // max(len(spec.tasks), 1)} variants × "
+                f"{plural(len(spec.tasks), 'task')} ({', '.join(map(escape, spec.tasks))}) × "
+                if spec.tasks else f"{spec.n_variants} variants × ")
+    lines = [
+        f"# Ablation study: {escape(spec.name)}",
+        "",
+        f"Metric: **{escape(spec.metric)}** ({better} is better) · design: "
+        f"{escape(spec.design)} · {variants}"
+        + (f"{plural(len(spec.seeds), 'seed')}." if spec.adaptive is None else
+           f"{spec.adaptive[0]} to {spec.adaptive[1]} seeds (adaptive).")
+        + (f" Smallest effect of interest: ±{band(spec)}." if spec.min_effect is not None
+           else ""),
+        "",
+    ]
+    lines += [line for note in spec.notes for line in (f"> {escape(note)}", "")]
+    status = _status_line(summary, spec)
+    if status:
+        lines += [status, ""]
+    return lines
+
+
+def _write_tasks_report(results: pd.DataFrame, history: pd.DataFrame, spec: ReportSpec,
+                        out_dir: Path, tuning: pd.DataFrame | None) -> Path:
+    """The report of a study with several tasks (:mod:`ablate.report.sections.tasks`): the
+    change × task verdicts first, each task's effects, the aggregates, then the variants of
+    every task (labelled with their task), figures, methods and provenance."""
+    from ablate.report.sections import tasks as sections
+    from ablate.stats.tasks import TASK, task_family
+
+    summary = summarize(results, spec)
+    summary.insert(1, TASK, summary["variant"].map(dict(zip(results["variant"],
+                                                                results[TASK]))))
+    family = sections.task_rows(task_family(results, spec, alpha=ALPHA), spec)
+    tables = paper.write_tables(family, spec, out_dir)
+    lines = _head(summary, spec)
+    lines += sections.tasks_conclusion(family, spec, paper.links(tables))
+    lines += sections.per_task_sections(family, summary, spec)
+    lines += sections.across_section(family, spec)
+    labelled = sections.task_labels(results)
+    lines += costs_section(labelled, sections.task_labels(summary), spec)
+    lines += tuning_section(tuning, spec)
+    figures = [
+        (plots.seed_plot(labelled, spec, out_dir / "seeds.png"),
+         f"Final {escape(spec.metric)} of every finished seed (points) and quartiles (boxes), "
+         "each variant labelled with its task; diverged and failed trials are counted on the "
+         "right."),
+    ]
+    shown = [f"![{caption}]({path.name})\n\n*{caption}*" for path, caption in figures if path]
+    if shown:
+        lines += ["## Figures", "", "\n\n".join(shown), ""]
+    methods = methods_section(summary, family, spec, results)
+    at = next((i for i, line in enumerate(methods) if line.startswith("- **Famil")), None)
+    if at is not None:  # one family across tasks: said by the tasks' own lines
+        methods[at:at + 1] = sections.tasks_methods()
+    lines += methods
+    lines += provenance(spec, None)
     path = out_dir / "report.md"
     path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
     return path

@@ -1,5 +1,6 @@
 """Tables for a paper, written beside ``report.md``: ``effects.csv`` (every effect the report's
-tables show, one row each, with full-precision numbers) and ``effects.tex`` (the first screen's
+tables show, one row each, with full-precision numbers; a study with tasks adds each row's
+task and the aggregates' homogeneity tests) and ``effects.tex`` (the first screen's
 table as a booktabs ``tabular`` to ``\\input`` inside a ``table`` of your own; needs
 ``\\usepackage{booktabs}``). Both are read off the rows the report prints, so they cannot
 disagree with it."""
@@ -17,6 +18,7 @@ from ablate.report.sections.common import is_fragile, procedure_name, seeds_cell
 from ablate.report.sections.conclusion import first_table_rows
 from ablate.stats.effects import FACTORIAL, LEVELS_FAMILY
 from ablate.stats.spec import ReportSpec
+from ablate.stats.tasks import ACROSS, TASK
 
 CSV, TEX = "effects.csv", "effects.tex"
 COLUMNS = {  # effects() column -> effects.csv column
@@ -27,6 +29,11 @@ COLUMNS = {  # effects() column -> effects.csv column
     "depends": "depends_on", "hedges_g": "hedges_g", "n_pairs": "seeds_paired",
     "n_seeds": "seeds", "lost_diverged": "lost_diverged", "lost_failed": "lost_failed",
     "lost_missing": "lost_missing", "reason": "reason",
+}
+TASK_COLUMNS = {  # and, in a study with tasks, the aggregates' (ablate.stats.tasks)
+    "p_heterogeneity": "p_homogeneity", "p_heterogeneity_adj": "p_homogeneity_adjusted",
+    "tau2": "tau2", "helps_on": "helps_on_tasks", "hurts_on": "hurts_on_tasks",
+    "n_tasks": "tasks",
 }
 LATEX_SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -47,7 +54,10 @@ def write_tables(family: pd.DataFrame, spec: ReportSpec, out_dir: Path) -> list[
         return []
     csv, tex = out_dir / CSV, out_dir / TEX
     effects_frame(family, spec).to_csv(csv, index=False)
-    tex.write_text(latex_table(first_table_rows(family), spec), encoding="utf-8")
+    rows = first_table_rows(family)
+    if TASK in rows:  # a study with tasks: each row names its task (or "across tasks")
+        rows = rows.assign(term=rows[TASK].astype(str) + ": " + rows["term"].astype(str))
+    tex.write_text(latex_table(rows, spec), encoding="utf-8")
     return [csv, tex]
 
 
@@ -82,8 +92,14 @@ def effects_frame(family: pd.DataFrame, spec: ReportSpec) -> pd.DataFrame:
     rows = family.assign(_table=table).iloc[
         table.map(order).to_numpy().argsort(kind="stable")]
     out = pd.DataFrame({"table": rows["_table"], "metric": spec.metric})
+    if TASK in rows:  # a study with tasks: which one; an aggregate's estimate is a g_z
+        out.insert(1, TASK, rows[TASK])
+        out.loc[rows[TASK] == ACROSS, "metric"] = f"g_z of {spec.metric}"
     for source, name in COLUMNS.items():
         out[name] = rows[source] if source in rows else pd.NA
+    if TASK in rows:
+        for source, name in TASK_COLUMNS.items():
+            out[name] = rows[source]
     out["fragile"] = [is_fragile(r) for _, r in rows.iterrows()]
     return out.reset_index(drop=True)
 

@@ -4,7 +4,8 @@ Which trials count (:mod:`~ablate.stats.trials`); paired contrasts, the step-dow
 intervals that decide verdicts (:mod:`~ablate.stats.inference`); the design's family of effects
 (:mod:`~ablate.stats.effects`); summaries, comparisons with the baseline, ANOVA and importance
 (:mod:`~ablate.stats.compare`); group-sequential boundaries and the adaptive schedule
-(:mod:`~ablate.stats.boundaries`, :mod:`~ablate.stats.sequential`); the one vocabulary of
+(:mod:`~ablate.stats.boundaries`, :mod:`~ablate.stats.sequential`); several tasks, per task and
+across them (:mod:`~ablate.stats.tasks`); the one vocabulary of
 verdicts (:mod:`~ablate.stats.verdict`); checks of all of it on simulated studies
 (:mod:`~ablate.stats.validation`).
 
@@ -22,6 +23,7 @@ from ablate.stats.validation import (
     factorial_error_rates,
     planted_effect_figures,
     sequential_error_rates,
+    task_error_rates,
 )
 from ablate.stats.verdict import Verdict
 
@@ -42,4 +44,5 @@ __all__ = [
     "sequential_error_rates",
     "spec_from_study",
     "summarize",
+    "task_error_rates",
 ]

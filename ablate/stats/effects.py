@@ -27,6 +27,7 @@ one not while its interaction with the conditioning factor is found — says wha
 from __future__ import annotations
 
 from itertools import combinations
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -209,13 +210,12 @@ def effects(results: pd.DataFrame, spec: ReportSpec, alpha: float = 0.05) -> pd.
     results, spec = scheduled(results, spec)
     if baseline_variant(results) is None or results["variant"].nunique() < 2:
         return pd.DataFrame()
-    values, outcome = grids(results, spec)
-    cells = cell_levels(results, spec)
-    names = short_names(spec.factors)
     rule = rules(spec)
     counts = rule.pop("counts")
-    if spec.design not in FACTORIAL or cells.empty:
-        contrasts = _one_at_a_time(results, cells, names, spec)
+    design = design_contrasts(results, spec, counts)
+    contrasts, values, outcome, dominant = (design.contrasts, design.values, design.outcome,
+                                            design.dominant)
+    if spec.design not in FACTORIAL or design.one_at_a_time:
         if spec.stopping is None:
             family = decide(estimate(contrasts, values, outcome, counts), alpha, spec.mode,
                             **rule)
@@ -226,6 +226,33 @@ def effects(results: pd.DataFrame, spec: ReportSpec, alpha: float = 0.05) -> pd.
             parts.append(decide(estimate(pairs, values, outcome, counts), alpha, spec.mode,
                                 **rule).assign(family=LEVELS_FAMILY))
         return _annotated(pd.concat(parts, ignore_index=True), spec, None)
+    if not contrasts:
+        return pd.DataFrame()
+    family = decide(estimate(contrasts, values, outcome, counts), alpha, spec.mode, **rule)
+    return _annotated(family.assign(family=MAIN_FAMILY), spec, dominant)
+
+
+class DesignContrasts(NamedTuple):
+    """What a design asks of a table of results, before anything is tested."""
+
+    contrasts: list[Contrast]
+    values: pd.DataFrame  # seeds x variants (:func:`ablate.stats.trials.grids`)
+    outcome: pd.DataFrame
+    dominant: str | None  # the factor a full factorial's simple effects condition on
+    one_at_a_time: bool = False  # compared with the baseline (and pairs of levels)
+
+
+def design_contrasts(results: pd.DataFrame, spec: ReportSpec,
+                     counts: dict[str, int] | None = None) -> DesignContrasts:
+    """The design's family of contrasts over ``results`` (which has a baseline variant and
+    another), untested: :func:`effects` tests them as one family, a study with tasks each
+    task's together with the other tasks' (:mod:`ablate.stats.tasks`)."""
+    values, outcome = grids(results, spec)
+    cells = cell_levels(results, spec)
+    names = short_names(spec.factors)
+    if spec.design not in FACTORIAL or cells.empty:
+        return DesignContrasts(_one_at_a_time(results, cells, names, spec), values, outcome,
+                               None, True)
     lookup = _Cells(cells)
     contrasts = _main_effects(cells, lookup, spec, names)
     dominant = None
@@ -235,10 +262,7 @@ def effects(results: pd.DataFrame, spec: ReportSpec, alpha: float = 0.05) -> pd.
         contrasts += _interactions(cells, lookup, spec, names)
         if dominant is not None:
             contrasts += _simple_effects(cells, lookup, spec, names, dominant)
-    if not contrasts:
-        return pd.DataFrame()
-    family = decide(estimate(contrasts, values, outcome, counts), alpha, spec.mode, **rule)
-    return _annotated(family.assign(family=MAIN_FAMILY), spec, dominant)
+    return DesignContrasts(contrasts, values, outcome, dominant)
 
 
 def _annotated(family: pd.DataFrame, spec: ReportSpec, dominant: str | None) -> pd.DataFrame:

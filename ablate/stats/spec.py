@@ -33,6 +33,11 @@ class ReportSpec:
     # the stopping rule's family (a DataFrame: each variant's row where it stopped), which the
     # report shows as its comparisons with the baseline (ablate.stats.sequential.Schedule)
     stopping: Any = field(default=None, compare=False, repr=False)
+    # a study with tasks (ablate.stats.tasks): their names in order, each one's baseline
+    # config and its number of variants; empty without tasks
+    tasks: list[str] = field(default_factory=list)
+    task_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    task_variants: dict[str, int] = field(default_factory=dict)
 
     @property
     def n_planned(self) -> int:
@@ -72,14 +77,18 @@ def spec_from_study(
         tune={"space": dict(study.tuning.space), "trials": study.tuning.trials,
               "config": study.tuning.settings, "seed": study.tuning.seed}
         if study.tuning.space else {},
-        chance=_chance(study.metric, study.baseline_variant.config),
+        chance=chance_of(study.metric, study.baseline_variant.config),
         notes=list(notes or []),
         min_effect=study.min_effect,
         adaptive=(study.min_seeds, study.max_seeds) if study.adaptive else None,
+        tasks=list(study.task_names),
+        task_configs={t: dict(next(v.config for v in study.variants
+                                   if v.task == t and v.baseline)) for t in study.task_names},
+        task_variants={t: sum(v.task == t for v in study.variants) for t in study.task_names},
     )
 
 
-def _chance(metric: str, config: dict[str, Any]) -> float | None:
+def chance_of(metric: str, config: dict[str, Any]) -> float | None:
     """1/num_classes for an accuracy metric when the config names the number of classes."""
     classes = config.get("model.num_classes")
     if "acc" not in metric or not isinstance(classes, int) or classes < 2:

@@ -13,9 +13,11 @@ and carries
   not a finding;
 * ``count_words``: how a sentence counts it, singular and plural ("1 helps", "3 help").
 
-``"unstable"`` is the kind; the verdict printed for it adds what was lost (``unstable (2/5
-diverged)``, :func:`ablate.stats.inference.judge`). ``"baseline"`` is what the variant table and
-MLflow's verdict column show for the baseline itself, which is compared with nothing.
+``"task-dependent"`` is a study with tasks' verdict across them, when the tasks disagree beyond
+chance (:mod:`ablate.stats.tasks`). ``"unstable"`` is the kind; the verdict printed for it adds
+what was lost (``unstable (2/5 diverged)``, :func:`ablate.stats.inference.judge`).
+``"baseline"`` is what the variant table and MLflow's verdict column show for the baseline
+itself, which is compared with nothing.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class Verdict(str, Enum):
     HELPS = "helps", "#1a9850", True, True, ("helps", "help")
     HURTS = "hurts", "#d73027", True, True, ("hurts", "hurt")
     INTERACTION_FOUND = "interaction found", "#e66101", True, True
+    TASK_DEPENDENT = "task-dependent", "#8c510a", True, True
     NEGLIGIBLE = "negligible", "#2166ac", True, True
     UNSTABLE = "unstable", "#762a83", True, True
     NO_CLEAR_EFFECT = "no clear effect", "#737373", False, False, ("with no clear effect",) * 2

@@ -29,7 +29,9 @@ class RunReader(TrackerBase):
         """One row per trial of the study's current plan (see :func:`results`)."""
         import pandas as pd
 
-        columns = ["run_id", "variant", "label", "baseline", "seed", "status", *study.factors,
+        task = ["task"] if study.tasks else []  # a study with tasks: each trial's task
+        columns = ["run_id", "variant", *task, "label", "baseline", "seed", "status",
+                   *study.factors,
                    "final", "best", "n_params", "flops_per_sample", "train_seconds",
                    "peak_mem_mb", "epochs", "device", "tuned", "error", "code", "data", "kept",
                    *(f"env.{k}" for k in ENVIRONMENT)]
@@ -56,6 +58,8 @@ class RunReader(TrackerBase):
                 "kept": tags.get("ablate.kept", ""),
                 **{f"env.{k}": tags.get(f"ablate.env.{k}", "") for k in ENVIRONMENT},
             })
+            if task:
+                rows[-1]["task"] = trial.variant.task
         return pd.DataFrame(rows, columns=columns)
 
     def left_out(self, study: Study) -> list[tuple[str, int]]:
@@ -73,8 +77,9 @@ class RunReader(TrackerBase):
                 continue
             if key[0] in configs:  # a planned variant on a seed outside the plan
                 what = f"seed {key[1]} (not among the plan's seeds)"
-            else:
-                what = _differences(run.data.params, base, study)
+            else:  # against the baseline of its task, in a study with tasks
+                what = _differences(run.data.params, _base_of(study, run.data.params, base),
+                                    study)
             groups[what] = groups.get(what, 0) + 1
         return sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))
 
@@ -230,6 +235,16 @@ def _differences(params: Mapping[str, str], base: Mapping[str, Any], study: Stud
         if mine != theirs:
             diff.append(f"{key}={theirs if theirs is not None else '(unset)'}")
     return ", ".join(diff) if diff else "other factor levels"
+
+
+def _base_of(study: Study, params: Mapping[str, str], base: Mapping[str, Any]
+             ) -> Mapping[str, Any]:
+    """The base config of the task a run's params name (a study with tasks), else ``base``."""
+    task = params.get("task")
+    if not study.tasks or task is None:
+        return base
+    config = study.task_configs.get(task)
+    return base if config is None else {**config, **study.baseline}
 
 
 def _counted(status: str) -> str:

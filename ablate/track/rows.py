@@ -19,6 +19,7 @@ from ablate.track.summary import (
     experiment_note,
     shown,
     study_note,
+    task_tag,
     variant_note,
     variant_summary,
 )
@@ -106,6 +107,7 @@ class VariantRowWriter(TrackerBase):
             "ablate.label": variant.label,
             "ablate.baseline": "true" if variant.baseline else "false",
             "ablate.levels": dumps(variant.levels)[:5000],
+            **task_tag(variant),
             "ablate.plans": plan_token(runs.plan),
             NOTE: variant_note(study, variant, None, None),
         })

@@ -20,7 +20,7 @@ from ablate.track.records import (
     replaced,
 )
 from ablate.track.rows import VariantRowWriter
-from ablate.track.summary import trial_note
+from ablate.track.summary import task_tag, trial_note
 from ablate.track.ui import NOTE, plan_token
 
 if TYPE_CHECKING:
@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 # what a trial's record (record_of) and the choice among a trial's runs (pick, replaced) read
 RECORD_TAGS = ("ablate.variant", "ablate.seed", "ablate.status", "ablate.replaced", "ablate.code",
                "ablate.data", "ablate.kept")
+
+
+def _task_setting(study: Study, key: str) -> bool:
+    """A setting of the tasks (set by one, or the task's name): not the plan's shared one."""
+    return bool(study.tasks) and (key == "task" or any(key in t.settings for t in study.tasks))
 
 
 class RunWriter(VariantRowWriter):
@@ -71,7 +76,7 @@ class RunWriter(VariantRowWriter):
                 tags={"ablate.role": "study", "ablate.study": study.name,
                       "ablate.plan": study.plan}).info.run_id
             base = {k: v for k, v in study.baseline_variant.config.items()
-                    if k not in study.factors}
+                    if k not in study.factors and not _task_setting(study, k)}
             log_params(self.client, parent_id, base)
         for other in self._search(exp_id, "tags.`ablate.role` = 'study' and "
                                           "tags.`ablate.plan_status` = 'current'"):
@@ -137,6 +142,7 @@ class RunWriter(VariantRowWriter):
             "ablate.seed": str(trial.seed),
             "ablate.baseline": "true" if v.baseline else "false",
             "ablate.levels": dumps(v.levels)[:5000],
+            **task_tag(v),
             "ablate.plan": runs.plan,
             "ablate.plans": plan_token(runs.plan),
             NOTE: trial_note(study, trial),
@@ -185,7 +191,7 @@ class RunWriter(VariantRowWriter):
         self.set_tags(run_id, {"ablate.status": "running", "ablate.role": "trial",
                                "ablate.study": study.name, "ablate.label": v.label,
                                "ablate.baseline": "true" if v.baseline else "false",
-                               "ablate.levels": dumps(v.levels)[:5000]})
+                               "ablate.levels": dumps(v.levels)[:5000], **task_tag(v)})
         keys = [k for k in self.client.get_run(run_id).data.metrics
                 if k not in SUMMARY and not k.startswith(("final_", "best_"))]
         if not keys:

@@ -96,7 +96,8 @@ def _state(study: Study, search: str, order_by: str, ascending: bool) -> dict[st
     # a browser's first visit to a local server, takes the right quarter of the window.
     m = study.metric
     verdict, metric = "tags.`ablate.verdict`", f"metrics.`{m}`"
-    columns = [verdict, metric,
+    task = ["tags.`ablate.task`"] if study.tasks else []  # a study with tasks: which one
+    columns = [*task, verdict, metric,
                *(f"metrics.`{k}`" for k in (f"{m}_ci95", "finished", "diverged", "failed")),
                *(f"params.`{k}`" for k in study.factors)]
     return {
@@ -112,7 +113,8 @@ def _state(study: Study, search: str, order_by: str, ascending: bool) -> dict[st
         # a seed's name and metric and a verdict are shown whole (MLflow cuts a cell's text
         # with an ellipsis), and still leave the verdict and the metric in sight at 1600 px
         # with the Assistant panel open
-        "columnWidths": {"attributes.`Run Name`": 240, verdict: 190, metric: 170},
+        "columnWidths": {"attributes.`Run Name`": 240, verdict: 190, metric: 170,
+                         **{t: 110 for t in task}},
         "runsHiddenMode": "SHOW_ALL",
         "groupBy": None,
         "groupsExpanded": {},

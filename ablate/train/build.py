@@ -93,21 +93,22 @@ def check_data(study: Study) -> dict[str, str]:
     from ablate.data.fingerprint import data_fingerprint
     from ablate.train.loop import factory_kwargs
 
-    assert study.data is not None
     seed = study.seeds[0] if study.seeds else 0
     loaded: dict[str, str] = {}  # canonical data config and threads -> fingerprint
     out: dict[str, str] = {}
     for variant in study.variants:
         kwargs = factory_kwargs(variant.config, "data")
         threads = int(variant.config.get("train.threads", RUN_DEFAULTS["train.threads"]))
-        key = f"{canonical(kwargs)}|{threads}"
+        data_fn = study.data_for(variant.config)
+        assert data_fn is not None  # a model/data study has one for every task
+        key = f"{_fn_key(study, data_fn)}{canonical(kwargs)}|{threads}"
         if key in loaded:
             out[variant.id] = loaded[key]
             continue
-        name = getattr(study.data, "__name__", repr(study.data))
+        name = getattr(data_fn, "__name__", repr(data_fn))
         try:
             with _as_in_a_trial(threads, seed):
-                data = study.data(**kwargs)
+                data = data_fn(**kwargs)
         except Exception as exc:
             raise StudyError(
                 f"the data for variant {variant.label!r} can't be loaded: {name} raised "
@@ -123,9 +124,16 @@ def check_data(study: Study) -> dict[str, str]:
         _check_metric(study, data)
         same = canonical(kwargs)
         _check_forward(study, data, [v for v in study.variants
-                                     if canonical(factory_kwargs(v.config, "data")) == same])
+                                     if canonical(factory_kwargs(v.config, "data")) == same
+                                     and study.data_for(v.config) is data_fn])
         loaded[key] = out[variant.id] = data_fingerprint(data)
     return out
+
+
+def _fn_key(study: Study, data_fn: Any) -> str:
+    """A data function's part of a data config's key: "" for the study's own (so a study
+    without tasks keys its data configs as before), else which function it is."""
+    return "" if data_fn is study.data else f"{id(data_fn)}|"
 
 
 REAL_FORWARD_PARAMS = 20_000_000  # a model this small is tried on the CPU for real

@@ -207,13 +207,13 @@ def test_verdicts_are_one_vocabulary():
     whether it is decided (stops an adaptive variant) and a finding (printed in bold)."""
     assert Verdict("no clear effect") is Verdict.NO_CLEAR_EFFECT == "no clear effect"
     assert f"{Verdict.HELPS}" == str(Verdict.HELPS) == "helps"
-    assert [v.value for v in sorted(Verdict, key=lambda v: v.order)][:5] == [
-        "helps", "hurts", "interaction found", "negligible", "unstable"]
+    assert [v.value for v in sorted(Verdict, key=lambda v: v.order)][:6] == [
+        "helps", "hurts", "interaction found", "task-dependent", "negligible", "unstable"]
     assert {v.value for v in Verdict if v.decided} == {
-        "helps", "hurts", "interaction found", "negligible", "unstable", "all diverged",
-        "all failed"}
+        "helps", "hurts", "interaction found", "task-dependent", "negligible", "unstable",
+        "all diverged", "all failed"}
     assert {v.value for v in Verdict if v.finding} == {
-        "helps", "hurts", "interaction found", "negligible", "unstable"}
+        "helps", "hurts", "interaction found", "task-dependent", "negligible", "unstable"}
     assert [Verdict.HURTS.counted(3), Verdict.HELPS.counted(1),
             Verdict.NOT_ENOUGH_DATA.counted(2)] == ["3 hurt", "1 helps", "2 with not enough data"]
     assert Verdict.HELPS.colour == "#1a9850"
