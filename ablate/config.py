@@ -78,10 +78,14 @@ RUN_DEFAULTS: dict[str, Any] = {"train.threads": TRAIN_DEFAULTS["train.threads"]
 TRAIN_OPTIONAL: dict[str, Any] = {
     "train.compile": False,  # torch.compile the model: True (inductor) or a backend name
     "train.cams": False,  # the report's class activation maps: cams.npz when a trial ends
+    "train.label_smoothing": 0.0,  # label smoothing of the training loss, in [0, 1)
+    "train.ema": None,  # decay in (0, 1) of an EMA of the weights that validation uses
+    "train.tta": False,  # validate on each image and its horizontal mirror (images only)
 }
 # The types of the optional settings checked like TrainConfig's (train.compile is not: True or
 # any backend name).
-_OPTIONAL_TYPES: dict[str, Any] = {"cams": bool}
+_OPTIONAL_TYPES: dict[str, Any] = {"cams": bool, "label_smoothing": float, "ema": float | None,
+                                    "tta": bool}
 
 # Model constructor arguments that the training loop fills from the data (``data.model_kwargs``)
 # when the config does not set them.
@@ -117,6 +121,11 @@ def train_problems(config: Mapping[str, Any]) -> list[str]:
             problems.append(f"{key}={value!r}: must be greater than 0, or None for no clipping")
         elif name == "layer_lrs" and value is not None and not all(v > 0 for v in value):
             problems.append(f"{key}={value!r}: every multiplier must be greater than 0")
+        elif name == "label_smoothing" and not 0 <= value < 1:
+            problems.append(f"{key}={value!r}: must be in [0, 1)")
+        elif name == "ema" and value is not None and not 0 < value < 1:
+            problems.append(f"{key}={value!r}: the decay must be in (0, 1), e.g. 0.999, or None "
+                            f"for no average")
         elif name == "device":
             problems.extend(_device_problem(value))
     return problems

@@ -15,10 +15,12 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ablate.config import DATA_DERIVED, canonical, factory_kwargs
 from ablate.data.fingerprint import data_fingerprint
@@ -64,7 +66,11 @@ def fit(
     compiled = _compiled(model, config.get("train.compile", False))
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, data.steps_per_epoch)
-    loss_fn = nn.CrossEntropyLoss()
+    extras = _Extras.of(config, data)
+    # training loss (with train.label_smoothing); val_loss is always plain cross-entropy
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=extras.label_smoothing)
+    ema = _ema(model, extras.ema)
+    evaluated = compiled if ema is None else ema.module  # what val_* measure
     autocast = _autocast(device, bool(config["train.bf16"]))
 
     x0, y0 = next(iter(data.val_batches()))
@@ -78,6 +84,8 @@ def fit(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         start = int(state["epoch"])
 
     probe = _ActivationProbe(model) if config["train.activation_stats"] else None
@@ -85,12 +93,12 @@ def fit(
     try:
         for epoch in range(start, int(config["train.epochs"])):
             train_loss, train_acc = _train_epoch(
-                compiled, data, optimizer, scheduler, loss_fn, autocast, run, epoch, config
+                compiled, data, optimizer, scheduler, loss_fn, autocast, run, epoch, config, ema
             )
             metrics = {"train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"]}
             if task == "classification":
                 metrics["train_acc"] = train_acc
-            metrics.update(_evaluate(compiled, data, loss_fn, autocast, task))
+            metrics.update(_evaluate(evaluated, data, autocast, task, tta=extras.tta))
             if probe is not None:
                 stats = probe.measure(x0)
                 acts.add(epoch, stats)
@@ -102,6 +110,7 @@ def fit(
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
+                **({} if ema is None else {"ema": ema.state_dict()}),
                 "epoch": epoch + 1,
                 "activations": acts.state(),
             })
@@ -112,13 +121,14 @@ def fit(
     peak = memory.mb()
     if peak is not None:
         run.summary["peak_mem_mb"] = peak
+    final = model if ema is None else ema.module  # the weights val_* measured
     if config["train.keep_weights"]:
-        run.keep_weights(model.state_dict())
+        run.keep_weights(final.state_dict())
     if config.get("train.cams"):
-        log_cams(run, model, data)  # the report's class activation maps (cams.npz)
+        log_cams(run, final, data)  # the report's class activation maps (cams.npz)
 
 
-def _train_epoch(model, data, optimizer, scheduler, loss_fn, autocast, run, epoch, config):
+def _train_epoch(model, data, optimizer, scheduler, loss_fn, autocast, run, epoch, config, ema):
     model.train()
     _reset_state(model)
     clip = config["train.grad_clip"]
@@ -137,6 +147,8 @@ def _train_epoch(model, data, optimizer, scheduler, loss_fn, autocast, run, epoc
             nn.utils.clip_grad_norm_(model.parameters(), float(clip))
         optimizer.step()
         scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
         n = y.numel()
         loss_sum += loss.detach().float() * n
         if out.dim() == 2:
@@ -152,15 +164,20 @@ def _train_epoch(model, data, optimizer, scheduler, loss_fn, autocast, run, epoc
 
 
 @torch.no_grad()
-def _evaluate(model, data, loss_fn, autocast, task) -> dict[str, torch.Tensor]:
+def _evaluate(model, data, autocast, task, *, tta: bool = False) -> dict[str, torch.Tensor]:
+    """Validation loss (plain cross-entropy) and accuracy or bits per character; with ``tta``
+    the logits are the mean of each image's and its horizontal mirror's."""
     model.eval()
     _reset_state(model)
+    loss_fn = nn.CrossEntropyLoss()
     loss_sum = torch.zeros((), device=data.device)
     correct = torch.zeros((), device=data.device, dtype=torch.long)
     count = 0
     for x, y in data.val_batches():
         with autocast():
             out = model(x)
+            if tta:
+                out = (out + model(x.flip(-1))) / 2
         loss_sum += loss_fn(_flat(out).float(), y.reshape(-1)) * y.numel()
         if task == "classification":
             correct += (out.argmax(-1) == y).sum()
@@ -279,6 +296,54 @@ def model_kwargs(
         if key in DATA_DERIVED and key not in kwargs and (takes_any or key in params):
             kwargs[key] = value
     return kwargs
+
+
+@dataclass(frozen=True)
+class _Extras:
+    """The optional settings of the loop (``TRAIN_OPTIONAL``) that change what a trial learns
+    or how it is measured, checked once before training. Each is absent from a study's config,
+    and from its variant ids, unless the study sets it; absent means off.
+
+    * ``train.label_smoothing``: the training loss's label smoothing, in [0, 1).
+    * ``train.ema``: the decay of an exponential moving average of the weights (and of batch
+      norm's running statistics), updated after every optimiser step; validation, the kept
+      weights and the CAMs use the average. In (0, 1), or None.
+    * ``train.tta``: validation on each image and its horizontal mirror, logits averaged
+      (image data only).
+    """
+
+    label_smoothing: float = 0.0
+    ema: float | None = None
+    tta: bool = False
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any], data: Any) -> _Extras:
+        smoothing = config.get("train.label_smoothing", 0.0)
+        ema = config.get("train.ema")
+        tta = config.get("train.tta", False)
+        if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not (
+            0 <= smoothing < 1
+        ):
+            raise ValueError(f"train.label_smoothing={smoothing!r} must be a number in [0, 1). "
+                             f"Fix: e.g. 0.1, or leave it out.")
+        if ema is not None and (
+            isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0 < ema < 1
+        ):
+            raise ValueError(f"train.ema={ema!r} must be a decay in (0, 1) or None. "
+                             f"Fix: e.g. 0.99 (about the last 100 steps), or leave it out.")
+        if not isinstance(tta, bool):
+            raise ValueError(f"train.tta={tta!r} must be True or False.")
+        if tta and not isinstance(data, ImageData):
+            raise ValueError(f"train.tta flips images, but the data is {type(data).__name__}. "
+                             f"Fix: leave train.tta out for data that is not ImageData.")
+        return cls(float(smoothing), None if ema is None else float(ema), tta)
+
+
+def _ema(model: nn.Module, decay: float | None) -> AveragedModel | None:
+    """``train.ema``: torch's EMA of the weights and buffers (None: no average)."""
+    if decay is None:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _compiled(model: nn.Module, setting: Any) -> nn.Module:
