@@ -56,11 +56,11 @@ study = Study(
     data=image_folder,
     config={
         "data.path": "CIFAR-10-images",  # train/<class>/*.jpg + test/<class>/*.jpg
-        "data.val_size": 5_000,  # a random 5,000 of the 10,000 test images (seeded)
+        "data.val_size": 2_500,  # a random 2,500 of the 10,000 test images (seeded)
         "data.batch_size": 256,  # all 50,000 training images: 196 steps per epoch
         "data.augment": True,  # random crop (pad 4) + horizontal flip, on the device
         "model.widths": (10, 16, 32, 64, 128),  # the lesson's Resnet
-        "train.epochs": 4,
+        "train.epochs": 5,
         "train.lr": 0.2,  # the one-cycle peak
         "train.nesterov": True,
         "train.weight_decay": 5e-4,

@@ -18,7 +18,7 @@ IDS = {
     "cifar10_cnn.py": ["34cadc45", "3c4f6117", "99f1fcbe", "c7107131", "ebc60083"],
     # cifar10_cpu: new ids when it learned to reach 70% (all 50,000 images, one-cycle, label
     # smoothing, test-time flips: issue #30.5)
-    "cifar10_cpu.py": ["eafdad30", "9c14826f", "cbc2f937", "dfc077cb", "eae9beb2"],
+    "cifar10_cpu.py": ["b18684ff", "e6996bfd", "07fa80fa", "81a636ec", "12854e74"],
     "custom_train.py": ["1ba5b67a", "6b608be2", "c0da5880", "ea0fa219", "52aeeaff",
                         "80d913a1"],
     "quick.py": ["ad51958c", "d0cea8e3", "48a2d204", "a8b6eea3", "cfd07c66", "24f9fafb",
