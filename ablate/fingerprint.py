@@ -52,6 +52,7 @@ class Study(Protocol):
     data: Any
     train: Any
     task_data: Any  # task name -> the data function a task uses instead of ``data``
+    task_models: Any  # task name -> the model function a task uses instead of ``model``
 
 MAX_OBJECTS = 2000  # functions and classes walked at most (a bound, never reached in practice)
 STUDY_MODULE = "ablate_study_"  # the prefix of the module name a study file is imported as
@@ -68,6 +69,8 @@ def code_fingerprint(study: Study) -> str:
              for role in ("model", "data", "train")]
     roots += [f"task {name}: data={walk.root(fn)}"  # none without tasks: as before
               for name, fn in sorted(getattr(study, "task_data", {}).items())]
+    roots += [f"task {name}: model={walk.root(fn)}"  # none unless a task sets 'model'
+              for name, fn in sorted(getattr(study, "task_models", {}).items())]
     walk.run()
     digest = hashlib.sha256()
     for line in roots:
@@ -84,7 +87,8 @@ def code_parts(study: Study) -> dict[str, str]:
     walk = _Walk()
     for role in ("model", "data", "train"):
         walk.root(getattr(study, role, None))
-    for fn in getattr(study, "task_data", {}).values():
+    for fn in [*getattr(study, "task_data", {}).values(),
+               *getattr(study, "task_models", {}).values()]:
         walk.root(fn)
     walk.run()
     return dict(walk.parts)

@@ -30,7 +30,14 @@ from ablate.config import factory_kwargs, plan_id, variant_id
 from ablate.design import Design, as_constraints, expand, label
 from ablate.fingerprint import code_fingerprint
 from ablate.resolve import check_factor_keys, check_keys, check_types, resolve_config
-from ablate.tasks import TASK_KEY, Task, check_reserved, check_set, tasks_of
+from ablate.tasks import (
+    TASK_KEY,
+    Task,
+    check_reserved,
+    check_set,
+    check_task_model,
+    tasks_of,
+)
 from ablate.tuning import Tuning, check_tuning, tuning_of
 from ablate.validate import (
     TIMEOUT,
@@ -122,9 +129,10 @@ class Study:
             {"data": image_folder, "data.path": "data/cifar10"}}`` (:mod:`ablate.tasks`):
             every variant runs on every seed of each task, and the report gives each
             component's effect per task and across tasks. A task's settings override
-            ``config``; ``"data"`` replaces the study's data function (``data=`` may then be
-            left out). Its name joins each of its variants' config as ``"task"``; a study
-            without tasks keeps its ids.
+            ``config``; ``"data"`` replaces the study's data function and ``"model"`` its
+            model function (``data=``/``model=`` may then be left out; the factors must be
+            keywords of every task's model). Its name joins each of its variants' config as
+            ``"task"``; a study without tasks keeps its ids.
     """
 
     def __init__(
@@ -180,11 +188,13 @@ class Study:
         check_name(name)
         self._raw_tasks = tasks
         self.tasks: list[Task] = tasks_of(tasks, study=name, data=data, train=train,
-                                          factors=self.factors, adaptive=self.adaptive)
-        check_parts(name, model, data if data is not None or not self.tasks
-                    else self.tasks[0].data, train)
+                                          factors=self.factors, adaptive=self.adaptive,
+                                          model=model)
+        check_parts(name, model if model is not None or not self.tasks else self.tasks[0].model,
+                    data if data is not None or not self.tasks else self.tasks[0].data, train)
         check_reserved([*settings, *self.factors], self.tasks)
         self.task_data = {t.name: t.data for t in self.tasks if t.data is not None}
+        self.task_models = {t.name: t.model for t in self.tasks if t.model is not None}
         configs = [(None, self._resolve(settings, None))] if not self.tasks else [
             (t, self._resolve(settings, t)) for t in self.tasks]
         self.config = configs[0][1]  # the base config (of the first task, with tasks=)
@@ -193,7 +203,8 @@ class Study:
         check_tuning(self.tuning, builtin, self.factors)
         if builtin and self.tuning.space:
             for task, _ in configs:
-                check_keys([*self.tuning.space, *self.tuning.settings], "Tuning", model,
+                check_keys([*self.tuning.space, *self.tuning.settings], "Tuning",
+                           self.model_of(task.name if task else ""),
                            self.data_of(task.name if task else ""))
         self.variants = []
         for task, config in configs:
@@ -215,18 +226,21 @@ class Study:
         against the functions that receive it; a task's name joins it as ``"task"``."""
         builtin = self.uses_builtin_loop
         data = self.data_of(task.name) if task is not None else self.data
+        model = self.model_of(task.name) if task is not None else self.model
         if task is not None and builtin:
-            check_keys(task.settings, f"task {task.name!r}", self.model, data)
-            check_types(task.settings, {}, self.model, data, f"task {task.name!r}")
+            check_keys(task.settings, f"task {task.name!r}", model, data)
+            check_types(task.settings, {}, model, data, f"task {task.name!r}")
+            if task.model is not None:
+                check_task_model(task, self.factors, settings, model)
         merged = {**settings, **(task.settings if task is not None else {})}
-        config = resolve_config(merged, self.model, data, builtin)
+        config = resolve_config(merged, model, data, builtin)
         if task is not None:
             config[TASK_KEY] = task.name
         check_param_names([*config, *self.factors])
         check_levels(self.factors, builtin)
-        check_factor_keys(self.name, self.factors, config, merged, self.model, data, builtin)
+        check_factor_keys(self.name, self.factors, config, merged, model, data, builtin)
         if builtin:
-            check_types(merged, self.factors, self.model, data)
+            check_types(merged, self.factors, model, data)
         return config
 
     # ----------------------------------------------------------------------------- public API
@@ -270,6 +284,16 @@ class Study:
         """The data function a resolved config trains on (its task's, else the study's)."""
         task = config.get(TASK_KEY) if self.tasks else None
         return self.data_of(task if isinstance(task, str) else "")
+
+    def model_of(self, task: str) -> Callable[..., Any] | None:
+        """The model function of the variants of ``task`` ("" or a task that sets no
+        ``model``: the study's own ``model=``)."""
+        return self.task_models.get(task, self.model)
+
+    def model_for(self, config: Mapping[str, Any]) -> Callable[..., Any] | None:
+        """The model function a resolved config builds (its task's, else the study's)."""
+        task = config.get(TASK_KEY) if self.tasks else None
+        return self.model_of(task if isinstance(task, str) else "")
 
     @property
     def adaptive_bounds(self) -> tuple[int, int] | None:

@@ -5,8 +5,9 @@ each task. A task is a mapping of config overrides — dotted ``data.*``/``model
 keys for the built-in loop, any key of yours with ``train=fn`` — and, for the built-in loop, may
 replace the study's data function with ``"data": image_folder`` (different datasets need
 different loaders; the loop passes the model what each one's data knows: classes, channels,
-image size, features). A task sets no factor: the factors are what the ablation varies, the
-same on every task.
+image size, features) and its model function with ``"model": MLP`` (a conv net can't read
+tabular rows; the factors must then be keywords of every task's model). A task sets no factor:
+the factors are what the ablation varies, the same on every task.
 
 The task's name joins each of its variants' resolved config as the key :data:`TASK_KEY`, so a
 (variant, task) has its own id (and a ``train=fn`` reads ``config["task"]``); a study without
@@ -30,27 +31,29 @@ from ablate.validate import (
 
 TASK_KEY = "task"  # the resolved config's key naming a variant's task (multi-task studies)
 DATA_KEY = "data"  # a task's key replacing the study's data function (built-in loop)
+MODEL_KEY = "model"  # a task's key replacing the study's model function (built-in loop)
 MAX_TASKS = 64
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
 
 
 @dataclass(frozen=True)
 class Task:
-    """One task of a study: its name, its config overrides and its data function (None: the
-    study's own ``data=``)."""
+    """One task of a study: its name, its config overrides, and its data and model functions
+    (None: the study's own ``data=``, ``model=``)."""
 
     name: str
     settings: dict[str, Any] = field(default_factory=dict)
     data: Callable[..., Any] | None = None
+    model: Callable[..., Any] | None = None
 
 
 def tasks_of(
     tasks: Any, *, study: str, data: Any, train: Any, factors: Mapping[str, Any],
-    adaptive: bool,
+    adaptive: bool, model: Any = None,
 ) -> list[Task]:
     """The study's tasks, in the order given (``[]`` without ``tasks=``), each checked for what
     can be checked without the functions that receive its settings (those keys are checked by
-    :func:`ablate.resolve.check_keys` against the task's data function)."""
+    :func:`ablate.resolve.check_keys` against the task's model and data functions)."""
     if tasks is None:
         return []
     example = ("tasks={'digits': {'data.noise': 0.1}, 'cifar': {'data': image_folder, "
@@ -74,10 +77,12 @@ def tasks_of(
             f"task. Fix: give a seed count (seeds=5), or run one adaptive study per task.")
     out = []
     for name, settings in tasks.items():
-        out.append(_task(name, settings, study=study, data=data, train=train, factors=factors))
+        out.append(_task(name, settings, study=study, data=data, train=train, factors=factors,
+                         model=model))
     seen: dict[str, str] = {}
     for task in out:
-        key = repr((task.data, sorted((k, repr(v)) for k, v in task.settings.items())))
+        key = repr((task.data, task.model, sorted((k, repr(v)) for k, v in
+                                                  task.settings.items())))
         if key in seen:
             raise StudyError(
                 f"tasks {seen[key]!r} and {task.name!r} of study {study!r} have the same "
@@ -94,8 +99,11 @@ def tasks_of(
     return out
 
 
+_EXAMPLES = {DATA_KEY: "image_folder", MODEL_KEY: "MLP"}  # what a task's function may be
+
+
 def _task(name: Any, settings: Any, *, study: str, data: Any, train: Any,
-          factors: Mapping[str, Any]) -> Task:
+          factors: Mapping[str, Any], model: Any = None) -> Task:
     if not isinstance(name, str) or not _NAME_RE.match(name):
         suggestion = re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)).strip("-._")[:40] or "task1"
         raise StudyError(
@@ -109,20 +117,22 @@ def _task(name: Any, settings: Any, *, study: str, data: Any, train: Any,
             f"overrides as a dict, e.g. {{'data.path': 'data/{name}'}}"
             + (", and its data function as 'data'." if train is None else "."))
     builtin = train is None
-    own_data = None
+    own: dict[str, Any] = {}  # DATA_KEY / MODEL_KEY -> the task's own function
     values = {}
     for key, value in settings.items():
-        if key == DATA_KEY:
+        if key in _EXAMPLES:
             if not builtin:
+                what = "loads its own data" if key == DATA_KEY else "builds its own model"
                 raise StudyError(
-                    f"{where} sets 'data', but study {study!r} trains with train=fn, which "
-                    f"loads its own data. Fix: give the task settings your train function "
-                    f"reads, e.g. {{'dataset': {name!r}}} (config['task'] names it, too).")
+                    f"{where} sets {key!r}, but study {study!r} trains with train=fn, which "
+                    f"{what}. Fix: give the task settings your train function reads, e.g. "
+                    f"{{'dataset': {name!r}}} (config['task'] names it, too).")
             if not callable(value):
                 raise StudyError(
-                    f"{where} sets 'data' to {value!r}, which is not callable. Fix: pass the "
-                    f"data function itself, e.g. 'data': image_folder (not its result).")
-            own_data = value
+                    f"{where} sets {key!r} to {value!r}, which is not callable. Fix: pass the "
+                    f"{key} function or class itself, e.g. {key!r}: {_EXAMPLES[key]} (not its "
+                    f"result).")
+            own[key] = value
             continue
         if key == TASK_KEY:
             raise StudyError(
@@ -140,12 +150,49 @@ def _task(name: Any, settings: Any, *, study: str, data: Any, train: Any,
                 f"or make the setting a task's own by dropping it from factors=.")
         check_plain(value, f"{where}[{key!r}]")
         values[key] = value
-    if builtin and own_data is None and data is None:
+    for key, base in ((DATA_KEY, data), (MODEL_KEY, model)):
+        if builtin and key not in own and base is None:
+            raise StudyError(
+                f"{where} has no {key}: study {study!r} passes no {key}= and the task sets no "
+                f"{key!r}. Fix: pass {key}= to the study, or add {key!r}: <your {key} "
+                f"function> to the task.")
+    return Task(name, values, own.get(DATA_KEY), own.get(MODEL_KEY))
+
+
+def check_task_model(task: Task, factors: Mapping[str, Any], config: Mapping[str, Any],
+                     model: Any) -> None:
+    """A task's own model takes every ``model.*`` factor and base setting: the factors are the
+    same on every task, so each task's model must have them as keywords (the task's own
+    settings are checked with its data's by :func:`ablate.resolve.check_keys`)."""
+    accepted = _keywords(model)
+    if accepted is None:  # **kwargs: takes anything
+        return
+    name = getattr(model, "__name__", repr(model))
+    for key in [*factors, *config]:
+        ns, _, param = key.partition(".")
+        if ns != MODEL_KEY or param in accepted:
+            continue
+        what = "factor" if key in factors else "config key"
+        fix = (f"give {name} a {param!r} keyword (the toggle, with the baseline as its default), "
+               f"or drop the factor" if key in factors else
+               f"move {key!r} from config= into the settings of the tasks whose model takes it")
         raise StudyError(
-            f"{where} has no data: study {study!r} passes no data= and the task sets no "
-            f"'data'. Fix: pass data= to the study, or add 'data': <your data function> to "
-            f"the task.")
-    return Task(name, values, own_data)
+            f"task {task.name!r}: {what} {key!r} is not a keyword of its model {name} "
+            f"(it takes {', '.join(sorted(accepted)) or 'none'}); every task's model must "
+            f"take every factor and base model.* setting. Fix: {fix}.")
+
+
+def _keywords(fn: Any) -> set[str] | None:
+    """The keywords ``fn`` accepts (None: it takes ``**kwargs`` or can't be inspected)."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def check_reserved(keys: Any, tasks: list[Task], where: str = "config") -> None:
@@ -161,7 +208,8 @@ def check_set(overrides: Mapping[str, Any], tasks: list[Task], study: str) -> No
     """``--set key=value`` changes a base setting; a key some task sets would be overridden by
     the task there, silently: refused."""
     for key in overrides:
-        setters = [t.name for t in tasks if key in t.settings or (key == DATA_KEY and t.data)]
+        setters = [t.name for t in tasks if key in t.settings or (key == DATA_KEY and t.data)
+                   or (key == MODEL_KEY and t.model)]
         if setters:
             raise StudyError(
                 f"--set {key}=...: task(s) {', '.join(map(repr, setters))} of study {study!r} "

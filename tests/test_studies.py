@@ -25,6 +25,9 @@ TINY = {
     "cifar10_cpu.py": ["--set", "model.widths=(4, 8)", "--set", "train.epochs=1",
                        "--set", "data.train_size=12", "--set", "data.val_size=6",
                        "--set", "data.batch_size=4"],
+    # its CIFAR-10 folder is $ABLATE_CIFAR10_IMAGES (a task's own setting: no --set), and the
+    # task's 10,000 images are all of the tiny folder's 18
+    "tasks_convnet.py": ["--set", "train.epochs=1", "--set", "data.batch_size=8"],
 }
 
 
@@ -44,9 +47,12 @@ def image_folder_of(root: Path, size: int = 8) -> Path:
     return root
 
 
-def tiny_args(name: str, cifar_files) -> list[str]:
+def tiny_args(name: str, cifar_files, monkeypatch) -> list[str]:
     """TINY's settings, with the data read from small files the tests write."""
     root = cifar_files[0]
+    if name == "tasks_convnet.py":
+        folder = image_folder_of(root.parent / "images")
+        monkeypatch.setenv("ABLATE_CIFAR10_IMAGES", str(folder))
     if name == "cifar10_cnn.py":
         return [*TINY[name], "--set", f"data.root={str(root)!r}"]
     if name == "cifar10_cpu.py":
@@ -64,19 +70,20 @@ def test_every_study_is_covered():
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
-def test_study_plans_and_states_its_hypothesis(name, cifar_files):
+def test_study_plans_and_states_its_hypothesis(name, cifar_files, monkeypatch):
+    args = tiny_args(name, cifar_files, monkeypatch)
     study = load_study(STUDIES / name)
     doc = (STUDIES / name).read_text().split('"""')[1]
     assert "Hypothesis" in doc and "ablate run" in doc
     # `ablate plan` loads the data once (from files the tests write: nothing is downloaded)
-    assert main(["plan", str(STUDIES / name), *tiny_args(name, cifar_files)]) == 0
+    assert main(["plan", str(STUDIES / name), *args]) == 0
     assert len(study.trials) >= 2 * len(study.seeds)
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_study_runs_at_a_tiny_size(name, tmp_path, monkeypatch, cifar_files):
     monkeypatch.chdir(tmp_path)
-    args = tiny_args(name, cifar_files)
+    args = tiny_args(name, cifar_files, monkeypatch)
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     path = str(STUDIES / name)
     assert main(["run", path, *args, "--seeds", "1", "--tracking-uri", uri]) == 0
@@ -89,6 +96,36 @@ def test_study_runs_at_a_tiny_size(name, tmp_path, monkeypatch, cifar_files):
     assert all(r.data.tags["ablate.status"] in ("finished", "diverged") for r in trials)
     assert main(["report", path, *args, "--seeds", "1", "--tracking-uri", uri]) == 0
     assert (tmp_path / "reports" / study.name / "report.md").exists()
+
+
+def test_the_multi_task_study_asks_one_question_on_three_tasks(tmp_path, monkeypatch, capsys):
+    """tasks_convnet.py: the ConvNet's batch norm and residuals, one at a time, on the digits,
+    a CIFAR-10 folder (here a tiny one the test writes, through $ABLATE_CIFAR10_IMAGES) and a
+    table read by the MLP, with enough seeds for verdicts; `ablate plan` loads each task's data
+    and tries each task's model on it."""
+    from ablate.data import digits, image_folder
+    from ablate.models import MLP, ConvNet
+
+    folder = image_folder_of(tmp_path / "cifar")
+    monkeypatch.setenv("ABLATE_CIFAR10_IMAGES", str(folder))
+    study = load_study(STUDIES / "tasks_convnet.py")
+    assert study.task_names == ["digits", "cifar10", "cancer"]
+    assert set(study.factors) == {"model.batch_norm", "model.residual"}
+    assert len(study.seeds) >= 5 and study.design == "one_at_a_time"
+    by_task = {v.task: v.config for v in study.variants if v.baseline}
+    assert by_task["cifar10"]["data.path"] == str(folder)
+    assert (study.data_for(by_task["cifar10"]), study.model_for(by_task["cifar10"])) == (
+        image_folder, ConvNet)
+    assert (study.data_for(by_task["digits"]), study.model_for(by_task["digits"])) == (
+        digits, ConvNet)
+    assert study.model_for(by_task["cancer"]) is MLP
+    assert len({c["train.epochs"] for c in by_task.values()}) == 1  # one budget: aggregates
+    assert main(["plan", str(STUDIES / "tasks_convnet.py")]) == 0
+    out = capsys.readouterr().out
+    assert "3 tasks (digits, cifar10, cancer): 9 variants x 5 seeds" in out
+    rows = study.data_for(by_task["cancer"])()
+    assert rows.model_kwargs == {"num_classes": 2, "in_features": 30}
+    assert abs(float(rows.x_train.mean())) < 1e-5  # standardised with the training rows
 
 
 def test_your_own_images_take_the_two_marked_lines_of_the_quick_study(tmp_path, monkeypatch):

@@ -155,6 +155,102 @@ def test_the_task_key_is_reserved_and_set_cannot_change_a_tasks_setting():
     assert s.with_overrides({"x.other": 3}).task_names == ["a", "b"]
 
 
+def rows(n: int = 40, features: int = 6):
+    """A tabular data function (never called: the studies here are only planned)."""
+
+
+def test_a_task_may_replace_the_model_function():
+    from ablate.data import digits
+    from ablate.models import MLP, ConvNet
+
+    s = builtin(config={"model.widths": (8, 16)},
+                tasks={"digits": {"data": digits},
+                       "rows": {"data": rows, "model": MLP, "model.widths": (8, 8)}},
+                factors={"model.batch_norm": [True, False], "model.residual": [True, False]})
+    assert s.model_for(s.variants[0].config) is ConvNet
+    assert s.model_for(s.variants[3].config) is MLP and s.data_for(s.variants[3].config) is rows
+    assert s.variants[3].config["model.widths"] == (8, 8)
+    assert "model.kernel_size" in s.variants[0].config  # each task's model's own defaults
+    assert "model.kernel_size" not in s.variants[3].config
+    assert s.fingerprint != builtin(  # the task's model function is code
+        config={"model.widths": (8, 16)}, tasks={"digits": {"data": digits},
+                                                 "rows": {"data": rows, "model.widths": (8, 8)}},
+        factors={"model.batch_norm": [True, False], "model.residual": [True, False]}
+    ).fingerprint
+    # every task sets its model: model= may be left out
+    both = builtin(model=None, tasks={"a": {"model": ConvNet}, "b": {"model": MLP, "data": rows}})
+    assert both.model_for(both.variants[2].config) is MLP
+
+
+def test_a_tasks_model_that_lacks_a_factor_or_setting_is_refused_naming_task_and_fix():
+    from ablate.models import MLP
+
+    with pytest.raises(StudyError, match=r"task 'rows': factor 'model.kernel_size' is not a "
+                                         r"keyword of its model MLP.*Fix: give MLP a "
+                                         r"'kernel_size' keyword"):
+        builtin(factors={"model.kernel_size": [3, 5]},
+                tasks={"digits": {}, "rows": {"data": rows, "model": MLP}})
+    with pytest.raises(StudyError, match=r"task 'rows': config key 'model.pool' .*Fix: move "
+                                         r"'model.pool' from config= into the settings"):
+        builtin(config={"model.pool": "max"},
+                tasks={"digits": {}, "rows": {"data": rows, "model": MLP}})
+    with pytest.raises(StudyError, match=r"task 'rows' key 'model.kernel_size' is not "
+                                         r"accepted by MLP"):
+        builtin(tasks={"digits": {}, "rows": {"data": rows, "model": MLP,
+                                              "model.kernel_size": 3}})
+
+
+@pytest.mark.parametrize("tasks, words", [
+    ({"a": {"model": "MLP"}, "b": {}}, "sets 'model' to 'MLP', which is not callable"),
+    ({"a": {"model": rows}, "b": {}, "c": {"model": rows}}, "have the same settings"),
+])
+def test_bad_task_models_are_refused_naming_the_fix(tasks, words):
+    with pytest.raises(StudyError, match="Fix") as err:
+        builtin(tasks=tasks)
+    assert words in str(err.value)
+
+
+def test_a_task_model_needs_the_built_in_loop_and_a_model_somewhere():
+    from ablate.models import MLP
+
+    with pytest.raises(StudyError, match="sets 'model', but .* train=fn, which builds its own"):
+        study(tasks={"a": {"model": MLP}, "b": {}})
+    with pytest.raises(StudyError, match="task 'b' has no model"):
+        builtin(model=None, tasks={"a": {"model": MLP}, "b": {}})
+
+
+def test_plan_builds_and_tries_each_tasks_own_model(tmp_path, monkeypatch, capsys):
+    """`ablate plan` builds every task's model on its own data: a tabular task's MLP on rows
+    (a ConvNet could not take them), and a task model that can't take its data is refused."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "mixed.py"
+    path.write_text(textwrap.dedent(MIXED_STUDY))
+    assert main(["plan", str(path)]) == 0
+    bad = path.read_text().replace('"model": MLP, ', "")  # the ConvNet on rows
+    path.write_text(bad)
+    assert main(["plan", str(path)]) == 2
+    assert "variant 'baseline' of task 'rows': ConvNet can't take" in capsys.readouterr().err
+
+
+MIXED_STUDY = """
+import numpy as np
+from ablate import Study
+from ablate.data import digits, from_arrays
+from ablate.models import MLP, ConvNet
+
+def rows(n: int = 120):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, n)
+    x = (rng.normal(size=(n, 6)) + y[:, None]).astype("float32")
+    return from_arrays(x[:90], y[:90], x[90:], y[90:])
+
+study = Study("mixed", model=ConvNet, data=digits, seeds=3,
+              config={"model.widths": (4, 8), "train.epochs": 1},
+              factors={"model.batch_norm": [True, False], "model.residual": [True, False]},
+              tasks={"digits": {}, "rows": {"data": rows, "model": MLP, "model.widths": (8, 8)}})
+"""
+
+
 # ------------------------------------------------------------------------------ statistics
 def test_standardised_effects_are_hedges_g_z():
     d = np.array([0.1, 0.3, 0.2, 0.4, 0.0])

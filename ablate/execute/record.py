@@ -163,8 +163,9 @@ def train(study: Study, run: Any) -> str:
         else:
             from ablate.train.loop import fit
 
-            # the task's data function, else the study's (both set without train=)
-            fit(run, study.model, study.data_for(run.config))  # type: ignore[arg-type]
+            # the task's model and data functions, else the study's (set without train=)
+            fit(run, study.model_for(run.config),  # type: ignore[arg-type]
+                study.data_for(run.config))  # type: ignore[arg-type]
         run.require_metric()
     except Diverged:
         return "diverged"

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ablate.report import paper, plots
 from ablate.report.fmt import escape, format_number, plural
-from ablate.report.sections.budget import budget_section
+from ablate.report.sections.budget import budget_section, task_budget_section
 from ablate.report.sections.common import band, md_table
 from ablate.report.sections.conclusion import conclusion, display_order, first_table_rows
 from ablate.report.sections.costs import costs_section, tuning_section
@@ -105,8 +105,9 @@ def _head(summary: pd.DataFrame, spec: ReportSpec) -> list[str]:
 def _write_tasks_report(results: pd.DataFrame, history: pd.DataFrame, spec: ReportSpec,
                         out_dir: Path, tuning: pd.DataFrame | None) -> Path:
     """The report of a study with several tasks (:mod:`ablate.report.sections.tasks`): the
-    change × task verdicts first, each task's effects, the aggregates, then the variants of
-    every task (labelled with their task), figures, methods and provenance."""
+    change × task verdicts first, each task's effects, the aggregates, each effect over the
+    training budget, then the variants of every task (labelled with their task), figures,
+    methods and provenance."""
     from ablate.report.sections import tasks as sections
     from ablate.stats.tasks import TASK, task_family
 
@@ -119,6 +120,7 @@ def _write_tasks_report(results: pd.DataFrame, history: pd.DataFrame, spec: Repo
     lines += sections.tasks_conclusion(family, spec, paper.links(tables))
     lines += sections.per_task_sections(family, summary, spec)
     lines += sections.across_section(family, spec)
+    lines += task_budget_section(results, history, family, spec, out_dir)
     labelled = sections.task_labels(results)
     lines += costs_section(labelled, sections.task_labels(summary), spec)
     lines += tuning_section(tuning, spec)

@@ -442,22 +442,8 @@ def budget_plot(rows: pd.DataFrame, spec: ReportSpec, path: str | Path,
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True).ravel()
     last = int(rows["epoch"].max())
     for ax, term in zip(axes, terms):
-        line = rows[rows["term"] == term].sort_values("epoch")
-        if spec.min_effect is not None:
-            ax.axhspan(-spec.min_effect, spec.min_effect, color=Verdict.NEGLIGIBLE.colour,
-                       alpha=0.12)
-        ax.axhline(0, color="black", linewidth=0.8)
-        ax.fill_between(line["epoch"], line["ci_low"], line["ci_high"], color="0.6", alpha=0.25,
-                        linewidth=0)
-        ax.plot(line["epoch"], line["diff"], color="0.45", linewidth=1)
-        colours = [Verdict(o).colour for o in line["outcome"]]
-        ax.scatter(line["epoch"], line["diff"], c=colours, s=22, zorder=3)
-        end = line.iloc[-1:]  # the table's verdict, ringed
-        ax.scatter(end["epoch"], end["diff"], c=colours[-1:], s=46, edgecolors="black",
-                   linewidths=1.2, zorder=4)
+        _budget_panel(ax, rows[rows["term"] == term], spec.min_effect)
         ax.set_title(_wrap(term, 44 if ncols < 3 else 30), fontsize=8)
-        ax.grid(alpha=0.3)
-        ax.tick_params(labelsize=7)
     for ax in axes[len(terms):]:
         ax.set_visible(False)
     for ax in axes[:len(terms)][-ncols:]:
@@ -478,6 +464,71 @@ def budget_plot(rows: pd.DataFrame, spec: ReportSpec, path: str | Path,
     fig.suptitle(f"Effect of each change at every epoch ({_better(spec)} is better): estimate "
                  "and interval (band) of that epoch's family;\nthe last epoch (ringed) is the "
                  "table's", fontsize=9)
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles) + 1, 7),
+               fontsize=7, frameon=False, title="verdict at that epoch", title_fontsize=7)
+    return _save(fig, path)
+
+
+def _budget_panel(ax, rows: pd.DataFrame, min_effect: float | None) -> None:
+    """One effect against the epoch: its estimate with the interval of that epoch's family (a
+    band), points coloured by that epoch's verdict, the last one (the table's) ringed."""
+    line = rows.sort_values("epoch")
+    if min_effect is not None:
+        ax.axhspan(-min_effect, min_effect, color=Verdict.NEGLIGIBLE.colour, alpha=0.12)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.fill_between(line["epoch"], line["ci_low"], line["ci_high"], color="0.6", alpha=0.25,
+                    linewidth=0)
+    ax.plot(line["epoch"], line["diff"], color="0.45", linewidth=1)
+    colours = [Verdict(o).colour for o in line["outcome"]]
+    ax.scatter(line["epoch"], line["diff"], c=colours, s=22, zorder=3)
+    end = line.iloc[-1:]  # the table's verdict, ringed
+    ax.scatter(end["epoch"], end["diff"], c=colours[-1:], s=46, edgecolors="black",
+               linewidths=1.2, zorder=4)
+    ax.grid(alpha=0.3)
+    ax.tick_params(labelsize=7)
+
+
+def task_budget_plot(rows: pd.DataFrame, spec: ReportSpec, path: str | Path,
+                     columns: list[str], across: str) -> Path | None:
+    """The effect over the budget of a study with tasks: a row of panels per change
+    (``term``), a column per task (``task``) in ``columns`` order, the aggregate's column
+    (``task == across``, in standardised units) last where present; each panel as in
+    :func:`budget_plot`, with its own y axis (tasks measure in their own units)."""
+    if rows.empty:
+        return None
+    from matplotlib.lines import Line2D
+
+    terms = list(dict.fromkeys(rows["term"]))
+    columns = [c for c in columns if (rows["task"] == c).any()]
+    ncols, nrows = len(columns), len(terms)
+    fig = _figure(WIDTH, max(3.0, 1.9 * nrows + 1.2))
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex="col")
+    for r, term in enumerate(terms):
+        for c, task in enumerate(columns):
+            ax = axes[r, c]
+            panel = rows[(rows["term"] == term) & (rows["task"] == task)]
+            if panel.empty:
+                ax.set_visible(False)
+                continue
+            _budget_panel(ax, panel, spec.min_effect if task != across else None)
+            if r == 0:
+                ax.set_title(_wrap(task, 22), fontsize=8, fontweight="bold")
+            if c == 0:
+                ax.set_ylabel(_wrap(term, 18), fontsize=7)
+            if r == nrows - 1:
+                ax.set_xlabel("epoch", fontsize=7)
+                ax.xaxis.set_major_locator(_integer_locator())
+    for c, task in enumerate(columns):
+        epochs = rows.loc[rows["task"] == task, "epoch"]
+        axes[0, c].set_xlim(int(epochs.min()) - 0.3, int(epochs.max()) + 0.3)
+    seen = list(dict.fromkeys(rows["outcome"]))
+    handles: list = [Line2D([], [], marker="o", linestyle="", color=Verdict(o).colour, label=o)
+                     for o in sorted(seen, key=lambda o: Verdict(o).order)]
+    units = (f"Δ {spec.metric} per task" + (f", g (standardised) {across}"
+                                              if across in columns else ""))
+    fig.suptitle(f"Effect of each change (row) on each task (column) at every epoch "
+                 f"({_better(spec)} is better;\n{units}): estimate and interval (band) of that "
+                 "epoch's family; the last epoch (ringed) is the table's", fontsize=8)
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles) + 1, 7),
                fontsize=7, frameon=False, title="verdict at that epoch", title_fontsize=7)
     return _save(fig, path)

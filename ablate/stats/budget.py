@@ -10,6 +10,11 @@ epochs, which says whether an effect is still growing when training ends.
 This is descriptive: the final epoch's verdicts are the ones whose error rates the report states.
 An effect at epoch k is the effect at that point of the full run, not that of a run trained for k
 epochs (a learning-rate schedule set for the whole budget is not at its end there).
+
+A study with tasks recomputes its one family (:func:`ablate.stats.tasks.task_family`: every
+task's effects and the aggregates across tasks) at every epoch the same way, when every task
+trained for the same epochs; otherwise each task's family on its own epochs, without aggregates
+(:func:`task_budget_groups`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import pandas as pd
 from ablate.stats.effects import effects
 from ablate.stats.sequential import stopping_family
 from ablate.stats.spec import ALPHA, ReportSpec
+from ablate.stats.tasks import ACROSS, of_task, task_family
 
 
 def metric_steps(results: pd.DataFrame, history: pd.DataFrame, spec: ReportSpec,
@@ -94,3 +100,54 @@ def effect_change(results: pd.DataFrame, values: pd.DataFrame, spec: ReportSpec,
 def excludes_zero(rows: pd.DataFrame) -> pd.Series:
     """Whether each row's interval lies entirely on one side of 0."""
     return pd.Series(np.asarray((rows["ci_low"] > 0) | (rows["ci_high"] < 0)), index=rows.index)
+
+
+def task_budget_groups(results: pd.DataFrame, history: pd.DataFrame, spec: ReportSpec,
+                       shown: str | None = None) -> tuple[list[tuple[ReportSpec, pd.DataFrame,
+                                                                   pd.DataFrame]],
+                                                        dict[str, str]]:
+    """How a study with tasks follows its budget: ``(groups, reasons)``. Each group is
+    ``(spec, results, values)`` decided as one family at every step: one group of every task
+    when they all logged the same steps (the report's own family, aggregates included), else
+    one per task (its own family, no aggregate). ``reasons``: task -> why it has no budget to
+    follow (:func:`metric_steps`)."""
+    values, reason = metric_steps(results, history, spec, shown)
+    if reason is None:
+        return [(spec, results, values)], {}
+    groups, reasons = [], {}
+    for task in spec.tasks:
+        mine = of_task(results, task)
+        values, reason = metric_steps(mine, history, spec, shown)
+        if reason is not None:
+            reasons[task] = reason
+        else:
+            groups.append((replace(spec, tasks=[task]), mine, values))
+    return groups, reasons
+
+
+def task_effects_at(results: pd.DataFrame, spec: ReportSpec, alpha: float = ALPHA
+                    ) -> pd.DataFrame:
+    """:func:`~ablate.stats.tasks.task_family` of ``results`` whose ``final`` holds another
+    value (the metric at an earlier epoch, or its change); no aggregate rows when ``spec``
+    has one task."""
+    family = task_family(results, spec, alpha=alpha)
+    if len(spec.tasks) < 2 and len(family):
+        family = family[family["task"] != ACROSS]
+    return family
+
+
+def task_effects_by_step(results: pd.DataFrame, values: pd.DataFrame, spec: ReportSpec,
+                         alpha: float = ALPHA) -> pd.DataFrame:
+    """The rows of :func:`task_effects_at` at every step of ``values``, with their ``step``."""
+    parts = [task_effects_at(at_step(results, values, step), spec, alpha).assign(step=step)
+             for step in values.columns]
+    return pd.concat(parts, ignore_index=True)
+
+
+def task_effect_change(results: pd.DataFrame, values: pd.DataFrame, spec: ReportSpec,
+                       start: int, end: int, alpha: float = ALPHA) -> pd.DataFrame:
+    """:func:`effect_change` of a study with tasks: each per-task effect's (and aggregate's)
+    change from step ``start`` to ``end``, decided as a family of its own."""
+    change = values[end] - values[start]
+    return task_effects_at(results.assign(final=results["run_id"].map(change).astype(float)),
+                           spec, alpha)

@@ -30,24 +30,25 @@ def check_models(study: Study) -> int:
     """
     if not study.uses_builtin_loop:
         return 0
-    assert study.model is not None
     _check_devices(study)
-    required = set(required_parameters(study.model)) & set(DATA_DERIVED)
     built: set[str] = set()
     for variant in study.variants:
+        model = study.model_for(variant.config)  # its task's, else the study's
+        assert model is not None
         kwargs = study.model_kwargs(variant.config)
-        key = canonical(kwargs)
+        key = _fn_key(study.model, model) + canonical(kwargs)
         if key in built:
             continue
+        required = set(required_parameters(model)) & set(DATA_DERIVED)
         filled = {**{k: _PLACEHOLDERS[k] for k in required if k not in kwargs}, **kwargs}
         try:
             with torch.device("meta"):
-                study.model(**filled)
+                model(**filled)
         except Exception as exc:
-            name = getattr(study.model, "__name__", repr(study.model))
+            name = getattr(model, "__name__", repr(model))
             args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
             raise StudyError(
-                f"variant {variant.label!r} ({variant.id}) can't be built: {name}({args}) raised "
+                f"variant {_named(variant)} ({variant.id}) can't be built: {name}({args}) raised "
                 f"{type(exc).__name__}: {exc}. Fix: change that level, or exclude the variant "
                 f"with constraints=."
             ) from None
@@ -101,7 +102,7 @@ def check_data(study: Study) -> dict[str, str]:
         threads = int(variant.config.get("train.threads", RUN_DEFAULTS["train.threads"]))
         data_fn = study.data_for(variant.config)
         assert data_fn is not None  # a model/data study has one for every task
-        key = f"{_fn_key(study, data_fn)}{canonical(kwargs)}|{threads}"
+        key = f"{_fn_key(study.data, data_fn)}{canonical(kwargs)}|{threads}"
         if key in loaded:
             out[variant.id] = loaded[key]
             continue
@@ -111,7 +112,7 @@ def check_data(study: Study) -> dict[str, str]:
                 data = data_fn(**kwargs)
         except Exception as exc:
             raise StudyError(
-                f"the data for variant {variant.label!r} can't be loaded: {name} raised "
+                f"the data for variant {_named(variant)} can't be loaded: {name} raised "
                 f"{type(exc).__name__}: {exc}"
             ) from None
         if getattr(data, "task", None) not in ("classification", "language_model"):
@@ -130,10 +131,15 @@ def check_data(study: Study) -> dict[str, str]:
     return out
 
 
-def _fn_key(study: Study, data_fn: Any) -> str:
-    """A data function's part of a data config's key: "" for the study's own (so a study
-    without tasks keys its data configs as before), else which function it is."""
-    return "" if data_fn is study.data else f"{id(data_fn)}|"
+def _named(variant: Any) -> str:
+    """``'baseline'``, or ``'baseline' of task 'rows'`` in a study with tasks."""
+    return repr(variant.label) + (f" of task {variant.task!r}" if variant.task else "")
+
+
+def _fn_key(own: Any, fn: Any) -> str:
+    """A model or data function's part of a config's key: "" for the study's own ``own`` (so
+    a study without tasks keys its configs as before), else which function it is."""
+    return "" if fn is own else f"{id(fn)}|"
 
 
 REAL_FORWARD_PARAMS = 20_000_000  # a model this small is tried on the CPU for real
@@ -160,25 +166,26 @@ def _check_forward(study: Study, data: Any, variants: list[Any]) -> None:
         return  # a language model's forward takes its hidden state: the loop's own business
     from ablate.train.loop import model_kwargs
 
-    assert study.model is not None
     try:
         x = next(iter(data.val_batches()))[0][:2].cpu()
     except Exception:  # no validation batch to try: the trial will say
         return
     tried: set[str] = set()
     for variant in variants:
-        kwargs = model_kwargs(study.model, variant.config, data.model_kwargs)
-        key = repr(sorted(kwargs.items()))
+        model = study.model_for(variant.config)  # its task's, else the study's
+        assert model is not None
+        kwargs = model_kwargs(model, variant.config, data.model_kwargs)
+        key = _fn_key(study.model, model) + repr(sorted(kwargs.items()))
         if key in tried:
             continue
         tried.add(key)
         try:
-            where = _where_to_try(study.model, kwargs, x)
+            where = _where_to_try(model, kwargs, x)
             # (a model built on the CPU draws its weights: the caller's RNG is left as it was)
             with torch.random.fork_rng(devices=[]), torch.device(where), torch.no_grad():
-                study.model(**kwargs)(x.to(where))
+                model(**kwargs)(x.to(where))
         except Exception as exc:
-            name = getattr(study.model, "__name__", repr(study.model))
+            name = getattr(model, "__name__", repr(model))
             fix = ("change the model or the data so that they fit, or exclude the variant with "
                    "constraints=")
             if x.dtype == torch.int64 and "dtype" in str(exc):
@@ -186,7 +193,7 @@ def _check_forward(study: Study, data: Any, variants: list[Any]) -> None:
                        "numeric features to float before from_arrays (x.astype('float32')), or "
                        "pass a model that embeds ids (one taking vocab_size)")
             raise StudyError(
-                f"variant {variant.label!r}: {name} can't take this data's inputs "
+                f"variant {_named(variant)}: {name} can't take this data's inputs "
                 f"({x.dtype} {list(x.shape[1:])} per sample): {type(exc).__name__}: "
                 f"{str(exc).splitlines()[0][:300]}. Fix: {fix}. Nothing was trained."
             ) from None

@@ -192,3 +192,66 @@ def test_the_figure_draws_the_largest_effects_of_many(tmp_path):
     text = "\n".join(budget_section(results, history, family, spec, tmp_path))
     assert len(budget_lines(text)) == 20  # every change has its line
     assert "; the 15 largest final effects of 20.](budget.png)" in text
+
+
+# ------------------------------------------------------------------ a study with several tasks
+TASK_PLANTED = {"late": [0.0, 0.0, 0.3, 0.3, 0.3, 0.3], "never": [0.0] * EPOCHS}
+
+
+def planted_tasks(epochs=(EPOCHS, EPOCHS, EPOCHS), scales=(1.0, 0.01, 10.0)):
+    """Three tasks (in different units) of the same planted one-at-a-time study, each with its
+    own number of ``epochs``: results, history and spec of a study with tasks."""
+    from dataclasses import replace
+
+    frames, histories, names = [], [], ["a", "b", "c"]
+    for t, (name, n, scale) in enumerate(zip(names, epochs, scales)):
+        planted = {k: ([0.0] * (n - EPOCHS) + v)[-n:] for k, v in TASK_PLANTED.items()}
+        results, history, spec = planted_study(planted, epochs=n, seed=t)
+        prefix = f"{name}-"
+        results = results.assign(task=name, variant=prefix + results["variant"],
+                                 run_id=prefix + results["run_id"], final=results["final"] * scale)
+        history = history.assign(variant=prefix + history["variant"],
+                                 run_id=prefix + history["run_id"], value=history["value"] * scale)
+        frames.append(results)
+        histories.append(history)
+    spec = replace(spec, tasks=names, n_variants=3 * len(names),
+                   task_variants=dict.fromkeys(names, 3))
+    return pd.concat(frames, ignore_index=True), pd.concat(histories, ignore_index=True), spec
+
+
+def task_budget_lines(text: str) -> dict[tuple[str, str], str]:
+    """The section's line per (change, task) of a study with tasks."""
+    section = text.split("## Effects over the training budget", 1)[1].split("\n## ", 1)[0]
+    out, change = {}, ""
+    for line in section.splitlines():
+        if m := re.match(r"^- \*\*(.+?)\*\*$", line):
+            change = m.group(1)
+        elif m := re.match(r"^  - (.+?): (.+)$", line):
+            out[change, m.group(1)] = m.group(2)
+    return out
+
+
+def test_a_study_with_tasks_shows_each_task_and_the_aggregate_at_every_epoch(tmp_path):
+    results, history, spec = planted_tasks()
+    text = write_report(results, history, spec, tmp_path).read_text()
+    lines = task_budget_lines(text)
+    for task in ("a", "b", "c"):
+        assert lines["change=late", task].startswith("helps from epoch 3 on")
+        assert "helps" not in lines["change=never", task].split(";")[0]
+    # the aggregate at every epoch too (with 3 tasks its t has 2 degrees of freedom: a planted
+    # effect of the same size everywhere is rarely decided across tasks)
+    assert re.match(r"(no clear effect|helps) (at|from) ", lines["change=late", "across tasks"])
+    assert "recomputed at each epoch on its own" in text and "Descriptive only" in text
+    assert (tmp_path / "budget.png").exists() and "](budget.png)" in text
+    # the section comes after the across-task table, before the variants
+    assert text.index("## Across tasks") < text.index("## Effects over the training budget")
+
+
+def test_tasks_of_different_budgets_follow_each_its_own_epochs_without_aggregate(tmp_path):
+    results, history, spec = planted_tasks(epochs=(EPOCHS, EPOCHS, EPOCHS + 2))
+    text = write_report(results, history, spec, tmp_path).read_text()
+    lines = task_budget_lines(text)
+    assert lines["change=late", "c"].startswith("helps from epoch 5 on")  # 2 epochs later
+    assert lines["change=late", "a"].startswith("helps from epoch 3 on")
+    assert ("change=late", "across tasks") not in lines
+    assert "trained for different epochs, so there is no aggregate" in text

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ablate.report.fmt import escape, plus_minus
-from ablate.report.plots import budget_plot
+from ablate.report.plots import budget_plot, task_budget_plot
 from ablate.report.sections.common import band, procedure_name
 from ablate.stats.budget import (
     effect_change,
@@ -18,13 +18,18 @@ from ablate.stats.budget import (
     excludes_zero,
     growth_window,
     metric_steps,
+    task_budget_groups,
+    task_effect_change,
+    task_effects_by_step,
 )
 from ablate.stats.spec import ReportSpec
+from ablate.stats.tasks import ACROSS, TASK
 from ablate.stats.verdict import Verdict
 
 COMPONENT_KINDS = ("variant", "main")  # a change against the baseline (or baseline level)
 TITLE = "## Effects over the training budget"
 MAX_PANELS = 15  # the figure's panels: 5 rows of 3 at GitHub's width
+MAX_TASK_ROWS = 5  # a study with tasks: the changes drawn (a row of panels each)
 FIGURE = "budget.png"
 
 
@@ -155,3 +160,96 @@ def _growth(final: pd.Series, moved: pd.Series | None, spec: ReportSpec, start: 
         return f"; no clear change {window} ({estimate})."
     same = (moved["diff"] > 0) == (final["diff"] > 0)
     return f"; {'still growing' if same else 'shrinking'} {window} ({estimate})."
+
+
+def task_budget_section(results: pd.DataFrame, history: pd.DataFrame, family: pd.DataFrame,
+                        spec: ReportSpec, out_dir: Path) -> list[str]:
+    """The section of a study with tasks: each change's effect on each task, and across tasks,
+    at every epoch (:func:`ablate.stats.budget.task_budget_groups`), a line per task and
+    change and a figure of a row per change and a column per task. ``family`` is the report's
+    (display order): its rows are the last epoch's."""
+    final = family[family["kind"].isin(COMPONENT_KINDS)] if len(family) else family
+    if final.empty:
+        return []
+    groups, reasons = task_budget_groups(results, history, spec, shown=escape(spec.metric))
+    if not groups:
+        why = set(reasons.values())
+        return [TITLE, "", f"Not shown: {next(iter(why))}." if len(why) == 1 else
+                "Not shown: " + "; ".join(f"{escape(t)}: {r}" for t, r in reasons.items())
+                + ".", ""]
+    shared = len(groups) == 1 and len(groups[0][0].tasks) > 1
+    courses, changes, windows = [], [], {}
+    for gspec, gresults, values in groups:
+        steps = list(values.columns)
+        offset = 1 if steps[0] == 0 else 0  # the built-in loop logs epoch k at step k - 1
+        earlier = task_effects_by_step(gresults, values.drop(columns=steps[-1]), gspec)
+        earlier = earlier[earlier["kind"].isin(COMPONENT_KINDS)]
+        mine = final[final[TASK].isin([*gspec.tasks, *([ACROSS] if shared else [])])]
+        course = pd.concat([earlier, mine.assign(step=steps[-1])], ignore_index=True)
+        courses.append(course.assign(epoch=course["step"] + offset))
+        start, end = growth_window(steps)
+        change = task_effect_change(gresults, values, gspec, start, end)
+        if len(change):
+            changes.append(change[change["kind"].isin(COMPONENT_KINDS)])
+        for task in gspec.tasks:
+            windows[task] = (start + offset, end + offset, len(steps))
+    course = pd.concat(courses, ignore_index=True)
+    change = pd.concat(changes, ignore_index=True) if changes else pd.DataFrame()
+    across = final[final[TASK] == ACROSS]
+    terms = list(dict.fromkeys(final["term"]))
+    drawn = _largest(across if len(across) else final, MAX_TASK_ROWS)
+    columns = [*spec.tasks, *([ACROSS] if shared else [])]
+    figure = task_budget_plot(course[course["term"].isin(drawn)], spec, out_dir / FIGURE,
+                              columns, ACROSS)
+    lines = [TITLE, "", _task_intro(spec, shared, windows), ""]
+    for term in terms:
+        lines.append(f"- **{escape(term)}**")
+        for task in columns:
+            rows = course[(course["term"] == term) & (course[TASK] == task)]
+            if task in reasons:
+                lines.append(f"  - {escape(task)}: not shown ({reasons[task]}).")
+            if rows.empty:
+                continue
+            growth = "."
+            if task != ACROSS and len(change):
+                moved = change[(change["term"] == term) & (change[TASK] == task)]
+                start, end, _ = windows[task]
+                growth = _growth(rows.iloc[-1], moved.iloc[0] if len(moved) else None, spec,
+                                 start, end)
+            lines.append(f"  - {escape(task)}: {_course(rows)}{growth}")
+    lines.append("")
+    if figure is not None:
+        caption = (f"Each change's effect (rows) on each task (columns) at every epoch: Δ "
+                   f"{escape(spec.metric)} paired by seed"
+                   + ("; across tasks, the standardised aggregate g" if shared else "")
+                   + ", with the interval that epoch's family gives it (band); points "
+                   "coloured by the verdict at that epoch; each panel has its own scale. The "
+                   "last epoch is the first table's"
+                   + (f"; the {len(drawn)} largest final effects of {len(terms)}."
+                      if len(drawn) < len(terms) else "."))
+        lines += [f"![{caption}]({figure.name})", "", f"*{caption}*", ""]
+    return lines
+
+
+def _task_intro(spec: ReportSpec, shared: bool,
+                windows: dict[str, tuple[int, int, int]]) -> str:
+    epochs = sorted({n for _, _, n in windows.values()})
+    span = (f"every one of the {epochs[0]} epochs" if len(epochs) == 1 else
+            "every epoch of each task")
+    family = (f"the report's one {procedure_name(spec)} family — every task's effects and the "
+              "aggregates across tasks — recomputed at each epoch on its own" if shared else
+              f"each task's own {procedure_name(spec)} family at each epoch (the tasks trained "
+              "for different epochs, so there is no aggregate before the last epoch, and an "
+              "earlier epoch's family is smaller than the first table's)")
+    windows_text = "; ".join(sorted({f"from epoch {a} to {b}" for a, b, _ in windows.values()}))
+    return (f"Each change's effect on each task at {span}, recomputed from the "
+            f"{escape(spec.metric)} its trials logged: the same contrasts paired by seed, "
+            f"{family}; across tasks, the standardised aggregate g. Descriptive only: the "
+            "verdicts that count, with the error rates Methods states, are the final epoch's "
+            "(the first table's). Each epoch's family is at α on its own, so a verdict at a "
+            "single earlier epoch may be chance; and an earlier epoch is that point of these "
+            "runs, not a run trained for fewer epochs (a learning-rate schedule set for the "
+            "whole budget has not ended there). Epoch k is the k-th epoch trained. *Still "
+            f"growing:* a task's effect's change over its last epochs ({windows_text}), per "
+            "seed, tested as a family of its own, excludes 0 on the side of the final effect "
+            "(*shrinking:* on the other side).")
