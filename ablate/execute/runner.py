@@ -100,6 +100,9 @@ def run_study(
             return in_rounds(study, tracker, round_, on_round)
         finally:
             pool.close()  # idle by now, or stopped mid-trial by an exception
+            stop_template()  # at once: its own exit (a teardown of torch, ~1.5 s) would keep
+            # the output of `ablate run` open after it ends (the template inherited it), and a
+            # caller reading that output to its end (a pipe, a CI log) would wait for it
 
 
 def _pending(study: Study, tracker: Tracker) -> list[Trial]:
