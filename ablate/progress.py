@@ -97,7 +97,7 @@ class StudyProgress:
         if outcome.status in ("skipped", "elsewhere"):
             return
         value = "" if outcome.value is None else f"  {self.study.metric}={outcome.value:.4g}"
-        line = (f"[{self.done}/{self.total}] {outcome.trial.variant.label} seed "
+        line = (f"[{self.done}/{self.total}] {shown_label(outcome.trial.variant)} seed "
                 f"{outcome.trial.seed}: {outcome.status}{value}")
         if outcome.error:
             line += f"  ({outcome.error.strip().splitlines()[-1][:200]})"
@@ -136,7 +136,7 @@ def print_summary(
                            overflow="fold")
     shown, hidden = _shown_variants(study, table)
     for v, (n_ok, n_diverged, n_failed, mean, std) in shown:
-        summary.add_row(v.id, v.label, str(n_ok), str(n_diverged), str(n_failed), _num(mean),
+        summary.add_row(v.id, shown_label(v), str(n_ok), str(n_diverged), str(n_failed), _num(mean),
                         _num(std))
     if hidden:
         summary.caption = (f"the baseline and the {MAX_ROWS // 2} best and "
@@ -154,6 +154,12 @@ def print_summary(
         highlight=False,
         soft_wrap=True,
     )
+
+
+def shown_label(variant: Any) -> str:
+    """A variant's label, after its task's name in a study with tasks (``cifar10:
+    batch_norm=False``): each task has its own baseline."""
+    return f"{variant.task}: {variant.label}" if getattr(variant, "task", "") else variant.label
 
 
 MAX_ROWS = 21  # the end-of-run table of a larger study: the baseline and the extremes

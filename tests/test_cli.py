@@ -264,3 +264,30 @@ def test_the_end_of_run_table_of_a_large_study_shows_the_baseline_and_the_extrem
                   design="full_factorial", seeds=2, metric="m", mode="max")
     rows = [line for line in printed(small).splitlines() if line.startswith("│")]
     assert [r.split("│")[2].strip() for r in rows] == [v.label for v in small.variants]
+
+
+def test_the_end_of_run_table_of_a_study_with_tasks_names_each_rows_task():
+    """Each task has its own baseline: its rows say which task they are (a study without tasks
+    keeps its labels as they were)."""
+    import io
+
+    import pandas as pd
+    from rich.console import Console
+
+    from ablate.progress import print_summary
+    from ablate.study import Study
+    from ablate.track import PlanRuns
+
+    def fn(config, run):
+        pass
+
+    study = Study("t", train=fn, factors={"f": [0, 1]}, seeds=2, metric="m", mode="max",
+                  tasks={"one": {"x": 1}, "two": {"x": 2}})
+    table = pd.DataFrame([{"variant": t.variant.id, "status": "finished", "seed": t.seed,
+                           "final": 0.5} for t in study.trials])
+    out = io.StringIO()
+    print_summary(study, table, [], PlanRuns("1", "parent", "p", {}), "sqlite:///x.db",
+                  console=Console(file=out, width=200))
+    labels = [line.split("│")[2].strip() for line in out.getvalue().splitlines()
+              if line.startswith("│")]
+    assert labels == ["one: baseline", "one: f=1", "two: baseline", "two: f=1"]
