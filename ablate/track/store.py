@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -75,13 +75,7 @@ def prepare_sqlite_store(path: Path, uri: str) -> None:
             return
         for stale in folder.glob(f".{path.name}.creating-*"):  # left by a killed creator
             stale.unlink(missing_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.creating-")
-        os.close(fd)
-        try:
-            _create_tables(Path(tmp))
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        _write_beside(path, _create_tables)
 
 
 def _complete_store(path: Path, uri: str) -> bool:
@@ -159,16 +153,23 @@ def empty_store() -> Path | None:
         return path
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.creating-")
-        os.close(fd)
-        try:
-            _migrate(Path(tmp))
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        _write_beside(path, _migrate)
     except OSError:
         return None
     return path if _is_empty_store(path) else None
+
+
+def _write_beside(path: Path, make: Callable[[Path], None]) -> None:
+    """``make`` a store in a temporary file beside ``path`` (``.NAME.creating-*``), then rename
+    it into place: no reader ever sees a half-made one, and a crash leaves only the temporary
+    file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.creating-")
+    os.close(fd)
+    try:
+        make(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def _is_empty_store(path: Path) -> bool:
