@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -182,7 +183,7 @@ class Study:
         self.min_effect = check_min_effect(min_effect)
         self._counts: dict[str, int] | None = None  # set by scheduled(): seeds per variant
         self._skip: frozenset[str] = frozenset()  # trial keys scheduled() leaves out
-        self.tuning = tuning_of(tuning, unknown)
+        self.tuning = tuning_of(tuning, unknown, KEYWORDS)
         self.source: str | None = None  # the study file, set by load_study
         builtin = self.uses_builtin_loop
         check_name(name)
@@ -398,3 +399,7 @@ class Study:
             baseline=same(levels, self.baseline),
             task=task,
         )
+
+
+# the keywords Study takes after its name: an unknown one is answered with the nearest of these
+KEYWORDS = tuple(inspect.signature(Study.__init__).parameters)[2:-1]

@@ -7,11 +7,11 @@ trials. Standard library only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ablate.validate import StudyError, check_key, check_plain, check_space
+from ablate.validate import StudyError, check_key, check_plain, check_space, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -56,12 +56,14 @@ FLAT_KEYWORDS = {"tune": "space", "tune_trials": "trials", "tune_epochs": "epoch
                  "tune_config": "config", "tune_seed": "seed"}
 
 
-def tuning_of(tuning: Tuning | None, flat: Mapping[str, Any] | None = None) -> Tuning:
+def tuning_of(tuning: Tuning | None, flat: Mapping[str, Any] | None = None,
+              keywords: Iterable[str] = ()) -> Tuning:
     """``tuning=`` checked to be a :class:`Tuning` (its mappings as dicts; None: no tuning).
 
     ``flat``: any other keywords ``Study`` was given. The flat tuning keywords of earlier
     versions (``tune=``, ``tune_trials=``, ...) fail with the ``Tuning(...)`` that replaces them;
-    any other is a TypeError, as for any function."""
+    any other is a TypeError, as for any function, naming the nearest of ``keywords`` (the
+    ones ``Study`` takes) when one is close."""
     flat = dict(flat or {})
     old = [k for k in flat if k in FLAT_KEYWORDS]
     if old:
@@ -70,7 +72,9 @@ def tuning_of(tuning: Tuning | None, flat: Mapping[str, Any] | None = None) -> T
                          f"are one value. Fix: tuning=Tuning({fields}) (from ablate import "
                          f"Tuning).")
     if flat:
-        raise TypeError(f"Study() got an unexpected keyword argument {next(iter(flat))!r}")
+        key = next(iter(flat))
+        raise TypeError(f"Study() got an unexpected keyword argument {key!r}"
+                        + did_you_mean(key, keywords))
     if tuning is None:
         return Tuning()
     if not isinstance(tuning, Tuning):

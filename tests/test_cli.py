@@ -182,7 +182,8 @@ def test_the_command_exits_promptly_with_its_code_and_all_its_output(tmp_path, h
     bad = write(tmp_path, GOOD.replace("seeds=2", "seeds=2, metrc='x'"))
     refused = subprocess.run([*cmd, "run", str(bad)], capture_output=True, text=True)
     assert refused.returncode == 2
-    assert "unexpected keyword argument 'metrc'" in refused.stderr, refused.stderr
+    assert "unexpected keyword argument 'metrc'; did you mean 'metric'?" in refused.stderr, \
+        refused.stderr
 
 
 def test_the_prompt_exit_still_runs_exit_handlers(tmp_path):

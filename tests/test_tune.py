@@ -118,8 +118,11 @@ def test_the_flat_tuning_keywords_name_the_tuning_that_replaces_them():
                                          r"0.001, 0.1\)\}, trials=5\)"):
         Study("s", model=net, data=images, tune={"train.lr": ("log", 1e-3, 1e-1)},
               tune_trials=5)
-    with pytest.raises(TypeError, match="unexpected keyword argument 'seed'"):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'seed'; did you mean "
+                                        "'seeds'\\?"):
         Study("s", model=net, data=images, seed=3)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'xyzzy'\.$"):
+        Study("s", model=net, data=images, xyzzy=3)  # nothing near: no suggestion
 
 
 def test_tuning_changes_the_variant_ids_and_sets_train_epochs_for_the_search():
