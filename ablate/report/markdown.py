@@ -105,9 +105,10 @@ def _head(summary: pd.DataFrame, spec: ReportSpec) -> list[str]:
 def _write_tasks_report(results: pd.DataFrame, history: pd.DataFrame, spec: ReportSpec,
                         out_dir: Path, tuning: pd.DataFrame | None) -> Path:
     """The report of a study with several tasks (:mod:`ablate.report.sections.tasks`): the
-    change × task verdicts first, each task's effects, the aggregates, each effect over the
-    training budget, then the variants of every task (labelled with their task), figures,
-    methods and provenance."""
+    change × task verdicts first with the figure of the effects over the training budget, each
+    task's effects, the aggregates, each effect's course over the budget in words, then the
+    variants of every task (labelled with their task), figures (each task's learning curves
+    among them), methods and provenance."""
     from ablate.report.sections import tasks as sections
     from ablate.stats.tasks import TASK, task_family
 
@@ -117,10 +118,12 @@ def _write_tasks_report(results: pd.DataFrame, history: pd.DataFrame, spec: Repo
     family = sections.task_rows(task_family(results, spec, alpha=ALPHA), spec)
     tables = paper.write_tables(family, spec, out_dir)
     lines = _head(summary, spec)
+    budget, figure = task_budget_section(results, history, family, spec, out_dir)
     lines += sections.tasks_conclusion(family, spec, paper.links(tables))
+    lines += figure  # the effects over the budget, on the first screen
     lines += sections.per_task_sections(family, summary, spec)
     lines += sections.across_section(family, spec)
-    lines += task_budget_section(results, history, family, spec, out_dir)
+    lines += budget
     labelled = sections.task_labels(results)
     lines += costs_section(labelled, sections.task_labels(summary), spec)
     lines += tuning_section(tuning, spec)
@@ -130,6 +133,14 @@ def _write_tasks_report(results: pd.DataFrame, history: pd.DataFrame, spec: Repo
          "each variant labelled with its task; diverged and failed trials are counted on the "
          "right."),
     ]
+    task_of = dict(zip(results["variant"], results[TASK]))
+    for task in spec.tasks:  # each task's own baseline in black, its variants around it
+        mine = history[history["variant"].map(task_of) == task]
+        figures.append((plots.learning_curves(mine, spec,
+                                              out_dir / f"learning_curves_{task}.png"),
+                        f"{escape(task)}: {escape(spec.metric)} per epoch, mean across seeds "
+                        "(band: ±1 SD across seeds); the task's baseline, in black, is in every "
+                        "panel."))
     shown = [f"![{caption}]({path.name})\n\n*{caption}*" for path, caption in figures if path]
     if shown:
         lines += ["## Figures", "", "\n\n".join(shown), ""]

@@ -243,8 +243,12 @@ def test_a_study_with_tasks_shows_each_task_and_the_aggregate_at_every_epoch(tmp
     assert re.match(r"(no clear effect|helps) (at|from) ", lines["change=late", "across tasks"])
     assert "recomputed at each epoch on its own" in text and "Descriptive only" in text
     assert (tmp_path / "budget.png").exists() and "](budget.png)" in text
-    # the section comes after the across-task table, before the variants
+    # the section's lines come after the across-task table, before the variants; its figure
+    # is on the first screen, under the verdicts and before each task's tables
     assert text.index("## Across tasks") < text.index("## Effects over the training budget")
+    assert text.index("## Conclusion") < text.index("](budget.png)") < text.index("## Per task")
+    assert text.count("](budget.png)") == 1
+    assert "The figure under Conclusion draws these effects." in text
 
 
 def test_tasks_of_different_budgets_follow_each_its_own_epochs_without_aggregate(tmp_path):
@@ -255,3 +259,28 @@ def test_tasks_of_different_budgets_follow_each_its_own_epochs_without_aggregate
     assert lines["change=late", "a"].startswith("helps from epoch 3 on")
     assert ("change=late", "across tasks") not in lines
     assert "trained for different epochs, so there is no aggregate" in text
+
+
+def test_a_study_with_tasks_draws_each_tasks_learning_curves_from_its_own_trials(
+        tmp_path, monkeypatch):
+    """One learning-curve figure per task, each drawn from that task's trials only: its own
+    baseline (one, in black) and its variants, never another task's."""
+    from ablate.report import plots
+
+    drawn: dict[str, set[str]] = {}
+    real = plots.learning_curves
+
+    def spy(history, spec, path):
+        drawn[path.name] = set(history["variant"])
+        return real(history, spec, path)
+
+    monkeypatch.setattr(plots, "learning_curves", spy)
+    results, history, spec = planted_tasks()
+    text = write_report(results, history, spec, tmp_path).read_text()
+    figures = text.split("## Figures", 1)[1].split("\n## ", 1)[0]
+    for task in ("a", "b", "c"):
+        name = f"learning_curves_{task}.png"
+        assert drawn[name] == {f"{task}-v0", f"{task}-v1", f"{task}-v2"}
+        assert (tmp_path / name).stat().st_size > 10_000
+        assert f"![{task}: score per epoch" in figures and f"]({name})" in figures
+    assert set(drawn) == {f"learning_curves_{t}.png" for t in ("a", "b", "c")}

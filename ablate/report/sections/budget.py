@@ -163,20 +163,21 @@ def _growth(final: pd.Series, moved: pd.Series | None, spec: ReportSpec, start: 
 
 
 def task_budget_section(results: pd.DataFrame, history: pd.DataFrame, family: pd.DataFrame,
-                        spec: ReportSpec, out_dir: Path) -> list[str]:
+                        spec: ReportSpec, out_dir: Path) -> tuple[list[str], list[str]]:
     """The section of a study with tasks: each change's effect on each task, and across tasks,
     at every epoch (:func:`ablate.stats.budget.task_budget_groups`), a line per task and
-    change and a figure of a row per change and a column per task. ``family`` is the report's
-    (display order): its rows are the last epoch's."""
+    change, and a figure of a row per change and a column per task. ``family`` is the report's
+    (display order): its rows are the last epoch's. Returns the section's lines and, apart,
+    the figure's, which the report shows on its first screen, under the verdicts."""
     final = family[family["kind"].isin(COMPONENT_KINDS)] if len(family) else family
     if final.empty:
-        return []
+        return [], []
     groups, reasons = task_budget_groups(results, history, spec, shown=escape(spec.metric))
     if not groups:
         why = set(reasons.values())
         return [TITLE, "", f"Not shown: {next(iter(why))}." if len(why) == 1 else
                 "Not shown: " + "; ".join(f"{escape(t)}: {r}" for t, r in reasons.items())
-                + ".", ""]
+                + ".", ""], []
     shared = len(groups) == 1 and len(groups[0][0].tasks) > 1
     courses, changes, windows = [], [], {}
     for gspec, gresults, values in groups:
@@ -218,17 +219,19 @@ def task_budget_section(results: pd.DataFrame, history: pd.DataFrame, family: pd
                                  start, end)
             lines.append(f"  - {escape(task)}: {_course(rows)}{growth}")
     lines.append("")
-    if figure is not None:
-        caption = (f"Each change's effect (rows) on each task (columns) at every epoch: Δ "
-                   f"{escape(spec.metric)} paired by seed"
-                   + ("; across tasks, the standardised aggregate g" if shared else "")
-                   + ", with the interval that epoch's family gives it (band); points "
-                   "coloured by the verdict at that epoch; each panel has its own scale. The "
-                   "last epoch is the first table's"
-                   + (f"; the {len(drawn)} largest final effects of {len(terms)}."
-                      if len(drawn) < len(terms) else "."))
-        lines += [f"![{caption}]({figure.name})", "", f"*{caption}*", ""]
-    return lines
+    if figure is None:
+        return lines, []
+    lines[2] += " The figure under Conclusion draws these effects."
+    caption = (f"Each change's effect (rows) on each task (columns) at every epoch: Δ "
+               f"{escape(spec.metric)} paired by seed"
+               + ("; across tasks, the standardised aggregate g" if shared else "")
+               + ", with the interval that epoch's family gives it (band); points coloured by "
+               "the verdict at that epoch; each panel has its own scale. The last epoch is the "
+               "first table's"
+               + (f"; the {len(drawn)} largest final effects of {len(terms)}."
+                  if len(drawn) < len(terms) else ".")
+               + " Read with the lines of *Effects over the training budget*.")
+    return lines, [f"![{caption}]({figure.name})", "", f"*{caption}*", ""]
 
 
 def _task_intro(spec: ReportSpec, shared: bool,
