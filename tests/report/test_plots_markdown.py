@@ -332,3 +332,20 @@ def test_tables_with_a_row_per_variant_list_the_baseline_and_the_extremes_of_a_l
         rows = [line for line in table.splitlines() if line.startswith("|")][2:]
         assert len(rows) == MAX_LISTED and rows[0].startswith("| baseline")
     assert len(pd.read_csv(tmp_path / "results.csv")) == len(results)
+
+
+@pytest.mark.parametrize("first_step", [0, 1])
+def test_learning_curves_count_epochs_from_1_as_the_report_text_does(tmp_path, monkeypatch,
+                                                                     first_step):
+    """The built-in loop logs epoch k at MLflow step k - 1: the figure's x axis is the epoch
+    (1..4), as in the budget section's text and figure; a loop that logs from step 1 keeps
+    its steps."""
+    from ablate.report import plots
+
+    results, history, spec = make_study({"model.batch_norm": [True, False]})
+    history = history.assign(step=history["step"] + first_step)
+    xs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: xs.extend(
+        x for ax in fig.axes for line in ax.get_lines() for x in line.get_xdata()))
+    learning_curves(history, spec, tmp_path / "lc.png")
+    assert sorted(set(xs)) == [1, 2, 3, 4]
