@@ -249,6 +249,8 @@ def test_a_study_with_tasks_shows_each_task_and_the_aggregate_at_every_epoch(tmp
     assert text.index("## Conclusion") < text.index("](budget.png)") < text.index("## Per task")
     assert text.count("](budget.png)") == 1
     assert "The figure under Conclusion draws these effects." in text
+    caption = next(line for line in text.splitlines() if line.startswith("*Each change's"))
+    assert caption.count("*") == 2, caption  # one italic span: no emphasis nested inside
 
 
 def test_tasks_of_different_budgets_follow_each_its_own_epochs_without_aggregate(tmp_path):

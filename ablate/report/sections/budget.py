@@ -230,7 +230,7 @@ def task_budget_section(results: pd.DataFrame, history: pd.DataFrame, family: pd
                "first table's"
                + (f"; the {len(drawn)} largest final effects of {len(terms)}."
                   if len(drawn) < len(terms) else ".")
-               + " Read with the lines of *Effects over the training budget*.")
+               + " Effects over the training budget, below, says it in words.")
     return lines, [f"![{caption}]({figure.name})", "", f"*{caption}*", ""]
 
 
