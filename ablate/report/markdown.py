@@ -137,7 +137,7 @@ def _write_tasks_report(results: pd.DataFrame, history: pd.DataFrame, spec: Repo
     for task in spec.tasks:  # each task's own baseline in black, its variants around it
         mine = history[history["variant"].map(task_of) == task]
         figures.append((plots.learning_curves(mine, spec,
-                                              out_dir / f"learning_curves_{task}.png"),
+                                              out_dir / f"learning_curves_{task}.png", task),
                         f"{escape(task)}: {escape(spec.metric)} per epoch, mean across seeds "
                         "(band: ±1 SD across seeds); the task's baseline, in black, is in every "
                         "panel."))

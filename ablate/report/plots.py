@@ -145,8 +145,10 @@ def _legend_right(ax, title: str | None = None) -> None:
                   title=title, title_fontsize=7)
 
 
-def learning_curves(history: pd.DataFrame, spec: ReportSpec, path: str | Path) -> Path | None:
-    """Study metric per epoch: mean across seeds with a ±1 SD band, at most MAX_LINES a panel."""
+def learning_curves(history: pd.DataFrame, spec: ReportSpec, path: str | Path,
+                    task: str | None = None) -> Path | None:
+    """Study metric per epoch: mean across seeds with a ±1 SD band, at most MAX_LINES a panel
+    (``task``: the task whose trials ``history`` holds, named in the title)."""
     data = history[history["key"] == spec.metric]
     if data.empty:
         return None
@@ -172,7 +174,8 @@ def learning_curves(history: pd.DataFrame, spec: ReportSpec, path: str | Path) -
         _legend_right(ax)
     axes[-1].set_xlabel("epoch")
     axes[-1].xaxis.get_major_locator().set_params(integer=True)
-    fig.suptitle(f"{spec.metric} during training (mean over seeds, band ±1 SD; baseline black)"
+    fig.suptitle((f"{task}: " if task else "")
+                 + f"{spec.metric} during training (mean over seeds, band ±1 SD; baseline black)"
                  + (f"\n{which}" if which else ""), fontsize=10)
     return _save(fig, path)
 

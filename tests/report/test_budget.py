@@ -272,9 +272,10 @@ def test_a_study_with_tasks_draws_each_tasks_learning_curves_from_its_own_trials
     drawn: dict[str, set[str]] = {}
     real = plots.learning_curves
 
-    def spy(history, spec, path):
+    def spy(history, spec, path, task=None):
+        assert path.name == f"learning_curves_{task}.png"  # the title names the task
         drawn[path.name] = set(history["variant"])
-        return real(history, spec, path)
+        return real(history, spec, path, task)
 
     monkeypatch.setattr(plots, "learning_curves", spy)
     results, history, spec = planted_tasks()
