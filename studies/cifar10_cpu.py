@@ -12,14 +12,15 @@ so later trials load the 60,000 images in about a second), trained on all 50,000
 images and validated on a random 2,500 of the test images.
 
 Budget: about 40 minutes for the whole study on 2 quiet CPU cores: 5 variants x 3 seeds = 15
-trials of 5 epochs at ``train.threads=2``. Measured (2026-12-06, ``time ablate run``): 50m20s,
-of which about 12 minutes were lost by its first trial to other jobs sharing the machine (14.5
-minutes, against 2.1 to 2.4 for the other baseline trials); the others took 2.0 to 2.4 minutes
-(``residual=False``), 3.2 to 3.5 (``kernel_size=5``, 2.6x the baseline's FLOPs per sample),
-3.3 (``pool=max``, 1.6x) and 41 s to 2 minutes (``batch_norm=False``, one seed diverged). The
-baseline reached val_acc 0.749 +- 0.016 (0.742, 0.750, 0.754); in an earlier trial of 4
-epochs on 5,000 validation images, 0.712. The previous version of this study (10,000 images,
-3 epochs of SGDR restarts) reached 0.330 +- 0.080 and could tell nothing apart.
+trials of 5 epochs at ``train.threads=2``. Measured (2026-12-06, ``time ablate run
+studies/cifar10_cpu.py`` with the folder linked as ``CIFAR-10-images``, the committed report's
+run): 39m38s; per trial 2.4 minutes for the baseline, 2.5 for ``residual=False``, 3.2 for
+``kernel_size=5`` (2.6x the baseline's FLOPs per sample), 3.5 for ``pool=max`` (1.6x) and 97 s
+for ``batch_norm=False`` (one seed diverged). An earlier run of the same trials, with the
+folder given as an absolute ``--set data.path``, gave the same 15 final values. The baseline
+reached val_acc 0.749 +- 0.016 (0.742, 0.750, 0.754); in an earlier trial of 4 epochs on 5,000
+validation images, 0.712. The previous version of this study (10,000 images, 3 epochs of SGDR
+restarts) reached 0.330 +- 0.080 and could tell nothing apart.
 
 What airbench (Keller Jordan's CIFAR-10 trainer: 94% in about 10 epochs of a small net, and
 its published ablation of each trick) teaches, and what this study takes from it:
@@ -43,6 +44,9 @@ its published ablation of each trick) teaches, and what this study takes from it
 
     ablate run studies/cifar10_cpu.py --set data.path=/path/to/CIFAR-10-images
     ablate report studies/cifar10_cpu.py --set data.path=/path/to/CIFAR-10-images
+
+The folder is part of every variant's id: with it (or a link to it) named ``CIFAR-10-images``
+where you run ``ablate``, and no ``--set``, the ids are the committed report's.
 """
 
 from ablate import Study
