@@ -161,3 +161,15 @@ def test_committed_reports_name_no_path_of_the_machine_that_wrote_them():
         text = report.read_text()
         found = re.findall(r"sqlite:////\S+|(?<![\w.])/(?:work|tmp|root|home|Users)/\S+", text)
         assert not found, f"{report.parent.name}: {found}"
+
+
+def test_committed_reports_write_no_number_with_an_exponent_in_their_tables():
+    """A reader sees "1.8 min", never "1.1e+02 s": every table cell of a committed report is
+    written without an exponent (p-values and tiny numbers have their own forms)."""
+    import re
+
+    for report in sorted((STUDIES.parent / "reports").glob("*/report.md")):
+        cells = [c for line in report.read_text().splitlines() if line.startswith("|")
+                 for c in line.split("|")]
+        found = [c.strip() for c in cells if re.search(r"\de[+-]\d", c)]
+        assert not found, f"{report.parent.name}: {found}"

@@ -104,11 +104,20 @@ def format_count(n: float) -> str:
 
 
 def format_seconds(s: float) -> str:
+    """Two significant digits in the unit that keeps them under 100: ``97 s``, ``1.8 min``,
+    ``2.4 h`` (never ``1e+02 s``, which ``{:.2g}`` writes for 100 to 119 s)."""
     if _missing(s):
         return DASH
-    if s >= 7200:
-        return f"{s / 3600:.2g} h"
-    return f"{s / 60:.2g} min" if s >= 120 else f"{s:.2g} s"
+    if s >= 99.5 * 60:  # 100 min and more
+        return f"{_two_digits(s / 3600)} h"
+    if s >= 99.5:
+        return f"{_two_digits(s / 60)} min"
+    return f"{_two_digits(s)} s"
+
+
+def _two_digits(x: float) -> str:
+    """``x`` rounded to 2 significant digits, written without an exponent."""
+    return format(float(f"{x:.2g}"), ".15g")
 
 
 def format_mb(mb: float) -> str:

@@ -17,7 +17,14 @@ from ablate.report import (
     seed_plot,
     write_report,
 )
-from ablate.report.fmt import escape, format_mb, format_number, format_p, plus_minus
+from ablate.report.fmt import (
+    escape,
+    format_mb,
+    format_number,
+    format_p,
+    format_seconds,
+    plus_minus,
+)
 from ablate.stats import ReportSpec, compare
 
 FACTORS = {
@@ -244,6 +251,9 @@ def test_readable_numbers():
     assert format_number(-999.7, signed=True) == "-1,000" and format_number(999.4) == "999"
     assert format_mb(1004.2) == "1004 MiB" and format_mb(12.34) == "12.3 MiB"
     assert format_mb(2048) == "2 GiB"
+    # two digits in the unit that keeps them under 100; never "1.1e+02 s" (100 to 119 s did)
+    assert [format_seconds(s) for s in (0.16, 42, 99.4, 110, 144, 3000, 6000, 7200)] == [
+        "0.16 s", "42 s", "99 s", "1.8 min", "2.4 min", "50 min", "1.7 h", "2 h"]
 
 
 def test_first_screen_is_narrow_and_answers(report):
