@@ -461,3 +461,18 @@ def test_the_built_in_loop_trains_tasks_of_different_shapes(tmp_path, monkeypatc
     data = {r.data.tags["ablate.task"]: r.data.tags["ablate.data"] for r in trials}
     assert len(trials) == 12 and data["blobs"] != data["rings"]
     assert "### rings" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_min_effect_judges_each_tasks_own_effect_never_the_standardised_aggregate():
+    """README: min_effect is in the metric's units, for every task's own Δ; the aggregate is
+    standardised (g), so it is never called negligible."""
+    from dataclasses import replace
+
+    results, spec = simulate_tasks({"x": [0.0, 0.0, 0.0]}, 12, np.random.default_rng(3))
+    family = task_family(results, replace(spec, min_effect=3.0))
+    tasks = family[family[TASK] != ACROSS]
+    assert list(tasks["outcome"]) == [Verdict.NEGLIGIBLE] * 3
+    across = family[family[TASK] == ACROSS].iloc[0]
+    assert across["outcome"] == Verdict.NO_CLEAR_EFFECT
+    without = task_family(results, spec)  # the same data without min_effect: no clear effect
+    assert set(without["outcome"]) == {Verdict.NO_CLEAR_EFFECT}
