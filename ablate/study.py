@@ -283,8 +283,7 @@ class Study:
 
     def data_for(self, config: Mapping[str, Any]) -> Callable[..., Any] | None:
         """The data function a resolved config trains on (its task's, else the study's)."""
-        task = config.get(TASK_KEY) if self.tasks else None
-        return self.data_of(task if isinstance(task, str) else "")
+        return self.data_of(self._task_in(config))
 
     def model_of(self, task: str) -> Callable[..., Any] | None:
         """The model function of the variants of ``task`` ("" or a task that sets no
@@ -293,8 +292,12 @@ class Study:
 
     def model_for(self, config: Mapping[str, Any]) -> Callable[..., Any] | None:
         """The model function a resolved config builds (its task's, else the study's)."""
+        return self.model_of(self._task_in(config))
+
+    def _task_in(self, config: Mapping[str, Any]) -> str:
+        """The task of a resolved config ("" without tasks)."""
         task = config.get(TASK_KEY) if self.tasks else None
-        return self.model_of(task if isinstance(task, str) else "")
+        return task if isinstance(task, str) else ""
 
     @property
     def adaptive_bounds(self) -> tuple[int, int] | None:

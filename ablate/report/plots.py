@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ablate.stats.budget import epoch_offset
 from ablate.stats.compare import summarize
 from ablate.stats.effects import factor_levels
 from ablate.stats.spec import ReportSpec
@@ -153,9 +154,7 @@ def learning_curves(history: pd.DataFrame, spec: ReportSpec, path: str | Path,
     if data.empty:
         return None
     stats = data.groupby(["variant", "step"])["value"].agg(["mean", "std"]).reset_index()
-    # epoch k at MLflow step k - 1, as the built-in loop logs it (a loop of its own that logs
-    # from step 1 keeps its steps): the epochs of the report's text and budget figure
-    stats["step"] += 1 if stats["step"].min() == 0 else 0
+    stats["step"] += epoch_offset(stats["step"].min())  # the epochs of the report's text
     label = dict(zip(data["variant"], data["label"]))
     last = stats.loc[stats.groupby("variant")["step"].idxmax()]
     order, which = _extremes(_baseline_first(list(label), history),

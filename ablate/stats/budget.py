@@ -30,6 +30,13 @@ from ablate.stats.spec import ALPHA, ReportSpec
 from ablate.stats.tasks import ACROSS, of_task, task_family
 
 
+def epoch_offset(first_step: int) -> int:
+    """What turns a logged step into the epoch the report names: the built-in loop logs epoch
+    k at MLflow step k - 1 (offset 1); a loop of its own that logs from step 1 keeps its
+    steps (offset 0)."""
+    return 1 if first_step == 0 else 0
+
+
 def metric_steps(results: pd.DataFrame, history: pd.DataFrame, spec: ReportSpec,
                  shown: str | None = None) -> tuple[pd.DataFrame, str | None]:
     """``(values, reason)``: the study metric of each trial of ``results`` at each logged step

@@ -15,6 +15,7 @@ from ablate.report.sections.common import band, procedure_name
 from ablate.stats.budget import (
     effect_change,
     effects_by_step,
+    epoch_offset,
     excludes_zero,
     growth_window,
     metric_steps,
@@ -51,7 +52,7 @@ def budget_section(results: pd.DataFrame, history: pd.DataFrame, family: pd.Data
     # the last epoch is the table's own rows (the same numbers, recomputed, in a fixed design;
     # in an adaptive one each variant's row from the round where it stopped)
     course = pd.concat([earlier, final.assign(step=last)], ignore_index=True)
-    offset = 1 if steps[0] == 0 else 0  # the built-in loop logs epoch k at step k - 1
+    offset = epoch_offset(steps[0])
     course["epoch"] = course["step"] + offset
     start, end = growth_window(steps)
     change = effect_change(results, values, spec, start, end)
@@ -182,7 +183,7 @@ def task_budget_section(results: pd.DataFrame, history: pd.DataFrame, family: pd
     courses, changes, windows = [], [], {}
     for gspec, gresults, values in groups:
         steps = list(values.columns)
-        offset = 1 if steps[0] == 0 else 0  # the built-in loop logs epoch k at step k - 1
+        offset = epoch_offset(steps[0])
         earlier = task_effects_by_step(gresults, values.drop(columns=steps[-1]), gspec)
         earlier = earlier[earlier["kind"].isin(COMPONENT_KINDS)]
         mine = final[final[TASK].isin([*gspec.tasks, *([ACROSS] if shared else [])])]
@@ -202,7 +203,8 @@ def task_budget_section(results: pd.DataFrame, history: pd.DataFrame, family: pd
     columns = [*spec.tasks, *([ACROSS] if shared else [])]
     figure = task_budget_plot(course[course["term"].isin(drawn)], spec, out_dir / FIGURE,
                               columns, ACROSS)
-    lines = [TITLE, "", _task_intro(spec, shared, windows), ""]
+    drawn_note = " The figure under Conclusion draws these effects." if figure is not None else ""
+    lines = [TITLE, "", _task_intro(spec, shared, windows) + drawn_note, ""]
     for term in terms:
         lines.append(f"- **{escape(term)}**")
         for task in columns:
@@ -221,7 +223,6 @@ def task_budget_section(results: pd.DataFrame, history: pd.DataFrame, family: pd
     lines.append("")
     if figure is None:
         return lines, []
-    lines[2] += " The figure under Conclusion draws these effects."
     caption = (f"Each change's effect (rows) on each task (columns) at every epoch: Δ "
                f"{escape(spec.metric)} paired by seed"
                + ("; across tasks, the standardised aggregate g" if shared else "")
